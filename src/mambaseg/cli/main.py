@@ -1,0 +1,34 @@
+"""``mambaseg`` entry point: parses the sub-command and dispatches to its module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mambaseg", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="check and time the selective scan on this machine (operator demo)")
+    demo.add_argument("--length", type=int, default=4096, help="sequence length L of the timed scan")
+    demo.add_argument("--dim", type=int, default=96, help="channels D of the timed scan")
+    demo.add_argument("--d-state", type=int, default=16, help="state size N of the timed scan")
+    sub.add_parser("backends", help="list selective-scan backends and which run on this machine")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(length=args.length, dim=args.dim, d_state=args.d_state)
+    if args.command == "backends":
+        from .demo import print_backends
+
+        return print_backends()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Pure tensor operators: the selective scan and the 2D/3D scan orders."""
+
+from .selective_scan import list_backends, register_backend, selective_scan
+
+__all__ = ["selective_scan", "list_backends", "register_backend"]

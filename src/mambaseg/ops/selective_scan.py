@@ -1,0 +1,122 @@
+"""Public entry point of the selective scan (S6) and its backend registry.
+
+``selective_scan`` has exactly the semantics of ``mamba_ssm.ops.selective_scan_interface.selective_scan_fn``
+(Gu & Dao, "Mamba: Linear-Time Sequence Modeling with Selective State Spaces", arXiv 2312.00752), so models
+written against mamba_ssm run unchanged, on any device, without a CUDA build.
+
+Backends:
+    ``reference``  sequential recurrence, the specification (slow; for tests).
+    ``chunked``    two-level chunked scan in pure PyTorch with a memory-lean custom backward (CPU and GPU).
+    ``mamba_ssm``  mamba_ssm's CUDA kernel, when that package imports and the tensors are on CUDA.
+    ``auto``       the fastest available for the given tensors.
+
+Example:
+    >>> import torch
+    >>> from mambaseg.ops import selective_scan
+    >>> u, delta = torch.randn(2, 8, 100), torch.rand(2, 8, 100)
+    >>> A, B, C = -torch.rand(8, 16), torch.randn(2, 16, 100), torch.randn(2, 16, 100)
+    >>> selective_scan(u, delta, A, B, C, delta_softplus=True).shape
+    torch.Size([2, 8, 100])
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Callable, Optional
+
+import torch
+
+from ._checks import check_scan_inputs
+from ._chunked import selective_scan_chunked
+from ._reference import selective_scan_reference
+
+_BACKENDS: dict[str, Callable] = {}
+_AVAILABLE: dict[str, Callable[[torch.Tensor], bool]] = {}
+#: Order in which ``backend="auto"`` tries the backends.
+AUTO_PREFERENCE = ("mamba_ssm", "chunked")
+
+
+def register_backend(name: str, fn: Callable, available: Callable[[torch.Tensor], bool] = lambda u: True) -> None:
+    """Registers a selective-scan implementation.
+
+    Args:
+        name: backend name passed as ``selective_scan(..., backend=name)``.
+        fn: callable with the signature of :func:`selective_scan` minus ``backend``.
+        available: predicate on ``u`` telling whether the backend can run on these tensors.
+    """
+    _BACKENDS[name] = fn
+    _AVAILABLE[name] = available
+
+
+def list_backends(u: Optional[torch.Tensor] = None) -> list[str]:
+    """Names of registered backends; with ``u`` given, only those that can run on it."""
+    return [n for n in _BACKENDS if u is None or _AVAILABLE[n](u)]
+
+
+@functools.lru_cache(maxsize=None)
+def _import_mamba_ssm():
+    try:
+        return importlib.import_module("mamba_ssm.ops.selective_scan_interface").selective_scan_fn
+    except Exception:  # a broken CUDA build raises ImportError, OSError or RuntimeError: all mean "not available"
+        return None
+
+
+def _mamba_ssm_available(u: torch.Tensor) -> bool:
+    return u.is_cuda and _import_mamba_ssm() is not None
+
+
+def _selective_scan_mamba_ssm(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
+                              return_last_state=False):
+    fn = _import_mamba_ssm()
+    if fn is None:
+        raise RuntimeError("selective_scan: backend 'mamba_ssm' needs the mamba_ssm package with its CUDA build "
+                           "(pip install mamba-ssm); use backend='chunked' instead, which needs nothing")
+    return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+              return_last_state=return_last_state)
+
+
+register_backend("reference", selective_scan_reference)
+register_backend("chunked", selective_scan_chunked)
+register_backend("mamba_ssm", _selective_scan_mamba_ssm, _mamba_ssm_available)
+
+
+def resolve_backend(backend: str, u: torch.Tensor) -> str:
+    """Maps ``"auto"`` to a concrete backend for ``u`` and checks that a named backend exists and can run."""
+    if backend == "auto":
+        return next(n for n in AUTO_PREFERENCE + tuple(_BACKENDS) if n in _BACKENDS and _AVAILABLE[n](u))
+    if backend not in _BACKENDS:
+        raise ValueError(f"selective_scan: unknown backend {backend!r}; choose one of {['auto', *_BACKENDS]}")
+    if not _AVAILABLE[backend](u):
+        raise RuntimeError(f"selective_scan: backend {backend!r} is not available for tensors on {u.device}; "
+                           f"available here: {list_backends(u)}")
+    return backend
+
+
+def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                   D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+                   delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
+                   return_last_state: bool = False, backend: str = "auto"):
+    """Selective scan ``h_t = exp(delta_t A) h_{t-1} + delta_t B_t u_t``, ``y_t = <h_t, C_t> + D u_t``.
+
+    Args:
+        u: input, ``(batch, dim, L)``.
+        delta: step sizes, ``(batch, dim, L)``; ``delta_bias`` is added and softplus applied if asked.
+        A: state matrix (diagonal, real), ``(dim, N)``.
+        B: input matrix: fixed ``(dim, N)``, shared ``(batch, N, L)`` or grouped ``(batch, G, N, L)``
+            (channel ``d`` uses group ``d // (dim // G)``).
+        C: output matrix, same layouts as ``B``.
+        D: skip weight, ``(dim,)``.
+        z: gate, ``(batch, dim, L)``; the output is multiplied by ``silu(z)``.
+        delta_bias: ``(dim,)``, added to ``delta`` before the softplus.
+        delta_softplus: apply softplus to ``delta``.
+        return_last_state: also return the final state ``(batch, dim, N)`` (fp32).
+        backend: ``"auto"``, ``"reference"``, ``"chunked"``, ``"mamba_ssm"`` or any registered name.
+
+    Returns:
+        ``out: (batch, dim, L)`` in the dtype of ``u`` (accumulated in fp32), and the last state if asked.
+    """
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    fn = _BACKENDS[resolve_backend(backend, u)]
+    return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+              return_last_state=return_last_state)
