@@ -1,0 +1,161 @@
+"""Every selective-scan backend against the sequential specification and against a float64 run of it.
+
+Tolerances are mamba_ssm's own (tests/ops/test_selective_scan.py of state-spaces/mamba): fp32 out/state
+rtol 6e-4 atol 2e-3; du x2; ddelta (5x rtol, 10x atol); dA (1e-3, 5e-3 -> DESIGN.md rounds to 1e-2); dB, dC as out;
+dD, dz, ddelta_bias (1e-3, 2e-3). Half precision: fp16 (3e-3, 5e-3), bf16 (3e-2, 5e-2).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from mambaseg.ops import list_backends, selective_scan
+from mambaseg.ops._chunked import selective_scan_chunked
+from mambaseg.ops.selective_scan import resolve_backend
+
+TOL = {  # name -> (rtol, atol), fp32
+    "out": (6e-4, 2e-3), "last": (6e-4, 2e-3), "u": (1.2e-3, 4e-3), "delta": (3e-3, 2e-2), "A": (1e-3, 1e-2),
+    "B": (6e-4, 2e-3), "C": (6e-4, 2e-3), "D": (1e-3, 2e-3), "z": (1e-3, 2e-3), "delta_bias": (1e-3, 2e-3),
+}
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+CPU_BACKENDS = [b for b in list_backends(torch.zeros(1)) if b != "reference"]
+
+
+def make_inputs(batch, dim, length, d_state, groups, dtype=torch.float32, seed=0, strong_decay=False):
+    """mamba_ssm's test distribution. ``groups``: None = shared (B, N, L), 0 = fixed (D, N), G = (B, G, N, L)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g)
+
+    u, z = rnd(batch, dim, length), rnd(batch, dim, length)
+    delta = 0.5 * torch.rand(batch, dim, length, generator=g)
+    A = -0.5 * torch.rand(dim, d_state, generator=g)
+    if strong_decay:  # softplus(delta + bias) in [~4, ~10], A in S4D-real range: decays down to exp(-160)
+        delta, A = 4 + 6 * torch.rand(batch, dim, length, generator=g), -torch.arange(1.0, d_state + 1).repeat(dim, 1)
+    if groups is None:
+        bc_shape = (batch, d_state, length)
+    elif groups == 0:
+        bc_shape = (dim, d_state)
+    else:
+        bc_shape = (batch, groups, d_state, length)
+    B, C = rnd(*bc_shape), rnd(*bc_shape)
+    D, delta_bias = rnd(dim), 0.5 * torch.rand(dim, generator=g)
+    return {n: t.to(dtype) for n, t in zip(NAMES, (u, delta, A, B, C, D, z, delta_bias))}
+
+
+def run(backend, inputs, grad_seed=1, dtype=None, **chunk_options):
+    """Forward + backward; returns out, last state and the gradient of every input (in a dict).
+
+    With ``chunk_options`` (chunk_length, slab_budget_bytes) the chunked backend is called directly.
+    """
+    leaves = {n: (t.to(dtype) if dtype else t).detach().clone().requires_grad_() for n, t in inputs.items()}
+    if chunk_options:
+        fn = functools.partial(selective_scan_chunked, **chunk_options)
+    else:
+        fn = functools.partial(selective_scan, backend=backend)
+    out, last = fn(*(leaves[n] for n in NAMES[:5]), D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"],
+                   delta_softplus=True, return_last_state=True)
+    gen = torch.Generator().manual_seed(grad_seed)
+    g_out = torch.randn(out.shape, generator=gen).to(out.dtype)
+    g_last = torch.randn(last.shape, generator=gen).to(last.dtype)
+    torch.autograd.backward([out, last], [g_out, g_last])
+    res = {"out": out.detach(), "last": last.detach()}
+    res.update({n: t.grad for n, t in leaves.items()})
+    return res
+
+
+def assert_close(got, want, scale=1.0, what=""):
+    for name, (rtol, atol) in TOL.items():
+        g, w = got[name].double(), want[name].double()
+        assert torch.isfinite(g).all(), f"{what}: non-finite {name}"
+        torch.testing.assert_close(g, w, rtol=rtol * scale, atol=atol * scale, msg=lambda m: f"{what} {name}: {m}")
+
+
+GRID = [  # (batch, dim, length, d_state, groups)
+    (2, 4, 1, 16, 1),
+    (2, 4, 37, 16, 2),  # L not a multiple of any chunk length
+    (2, 8, 200, 1, 4),
+    (2, 8, 130, 16, 4),
+    (1, 6, 70, 16, None),  # shared B/C
+    (2, 4, 50, 8, 0),  # fixed (time-invariant) B/C
+    (2, 4, 1000, 16, 1),
+]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("shape", GRID, ids=lambda s: "B{}D{}L{}N{}G{}".format(*s))
+def test_backend_matches_reference_and_float64(backend, shape):
+    inputs = make_inputs(*shape)
+    want32 = run("reference", inputs)
+    want64 = run("reference", inputs, dtype=torch.float64)
+    got = run(backend, inputs)
+    assert_close(got, want32, what=f"{backend} vs reference fp32")
+    assert_close(got, want64, what=f"{backend} vs reference fp64")
+    assert_close(want32, want64, what="reference fp32 vs fp64")
+
+
+def test_mamba_test_shape_long_sequence():
+    """mamba_ssm's own test case at its longest sequence: batch 2, dim 4, d_state 8, 2 groups, L = 4096."""
+    inputs = make_inputs(2, 4, 4096, 8, 2)
+    assert_close(run("chunked", inputs), run("reference", inputs, dtype=torch.float64), what="L=4096")
+
+
+@pytest.mark.parametrize("chunk_length, budget", [(1, 2**30), (7, 1), (16, 4096), (256, 2**30)])
+def test_chunk_and_slab_settings_do_not_change_results(chunk_length, budget):
+    """Tiny slab budgets force one channel per slab (slabs inside a group row); T = 1 and T > L are edge cases."""
+    inputs = make_inputs(2, 8, 100, 4, 2)
+    got = run("chunked", inputs, chunk_length=chunk_length, slab_budget_bytes=budget)
+    assert_close(got, run("reference", inputs, dtype=torch.float64), what=f"T={chunk_length} budget={budget}")
+
+
+def test_strong_decay_stays_finite_and_exact():
+    inputs = make_inputs(2, 4, 512, 16, 1, strong_decay=True)
+    got = run("chunked", inputs)
+    assert all(torch.isfinite(t).all() for t in got.values())
+    assert_close(got, run("reference", inputs, dtype=torch.float64), what="strong decay")
+
+
+@pytest.mark.parametrize("dtype, rtol, atol", [(torch.float16, 3e-3, 5e-3), (torch.bfloat16, 3e-2, 5e-2)])
+def test_half_precision_inputs_accumulate_in_fp32(dtype, rtol, atol):
+    inputs = {n: t.to(dtype) for n, t in make_inputs(2, 8, 300, 16, 2).items()}
+    leaves = [inputs[n] for n in NAMES[:5]]
+    kw = dict(D=inputs["D"], z=inputs["z"], delta_bias=inputs["delta_bias"], delta_softplus=True)
+    out = selective_scan(*leaves, backend="chunked", **kw)
+    assert out.dtype == dtype
+    # the same (already rounded) inputs in float64: the only error left is the output rounding and fp32 sums
+    want = selective_scan(*(t.double() for t in leaves), backend="reference",
+                          **{k: (v.double() if torch.is_tensor(v) else v) for k, v in kw.items()})
+    torch.testing.assert_close(out.double(), want, rtol=rtol, atol=atol)
+
+
+def test_no_full_size_tensor_is_saved_for_backward():
+    batch, dim, length, d_state = 1, 16, 1024, 16
+    inputs = make_inputs(batch, dim, length, d_state, 1)
+    leaves = [inputs[n].requires_grad_() for n in NAMES[:5]]
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = selective_scan(*leaves, delta_softplus=True, backend="chunked")
+    assert max(saved) < batch * dim * length * d_state / 8, f"largest saved tensor has {max(saved)} elements"
+    out.sum().backward()
+
+
+def test_auto_uses_chunked_on_cpu_and_errors_are_clear():
+    inputs = make_inputs(1, 4, 10, 3, 1)
+    assert resolve_backend("auto", inputs["u"]) == "chunked"
+    args = [inputs[n] for n in NAMES[:5]]
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        selective_scan(*args, backend="nope")
+    with pytest.raises(RuntimeError, match="not available"):
+        selective_scan(*args, backend="mamba_ssm")
+    with pytest.raises(ValueError, match="argument 'A'.*expected \\(dim, d_state\\)"):
+        selective_scan(args[0], args[1], args[2].T, *args[3:])
+    with pytest.raises(ValueError, match="argument 'B'.*groups"):
+        selective_scan(*args[:3], torch.randn(1, 3, 3, 10), args[4])
+    with pytest.raises(ValueError, match="argument 'delta'"):
+        selective_scan(args[0], args[1][..., :5], *args[2:])
+    with pytest.raises(ValueError, match="argument 'D'"):
+        selective_scan(*args, D=torch.ones(5))
