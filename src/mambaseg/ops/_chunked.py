@@ -15,6 +15,11 @@ Why it is lean: between forward and backward only the inputs and the chunk-start
 kept, ``T`` times fewer than the per-step states; the backward recomputes the states one slab of channels at a
 time, within a memory budget.
 
+Why it is close to the memory bound: each Python step works on one ``(bg, nc, N, p)`` slice that stays in cache;
+the step's input ``delta_t u_t B_t``, its output ``<h_t, C_t>`` and every gradient term are formed from that slice
+on the fly. Only the decays ``exp(delta A)`` (forward) and the decays and states (backward) of one slab go through
+main memory, once written and once or twice read.
+
 Layout inside: channels are regrouped as ``(BG, P)`` with ``BG = batch * groups`` and ``P = dim // groups`` so
 grouped B/C broadcast over ``P`` without being copied per channel; one slab is a range of ``BG`` rows (or a range
 of ``P`` inside one row) laid out step-major ``(bg, T, nc, N, p)``: every per-step slice is contiguous (for one
@@ -31,9 +36,9 @@ import torch
 from ._checks import expand_bc
 from ._reference import finish_output, prepare_inputs
 
-#: Bytes one slab's three working tensors of shape (bg, T, nc, N, p) may use together, fp32. Small enough for the
-#: slab to stay in a server CPU's last-level cache, large enough for each per-step op to amortise its overhead.
-SLAB_BUDGET_BYTES = 24 * 2**20
+#: Bytes that one slab's two working tensors of shape (bg, T, nc, N, p) (decays, states) may use together, fp32.
+#: Per-step slices are what must stay in cache; larger slabs mean fewer torch calls.
+SLAB_BUDGET_BYTES = 96 * 2**20
 
 _WORKSPACE = threading.local()
 
@@ -60,10 +65,15 @@ def clear_workspace() -> None:
 
 
 def default_chunk_length(length: int) -> int:
-    """Chunk length ``T``: the power of two nearest ``sqrt(L)``, clamped to [8, 256]."""
+    """Chunk length ``T``: the power of two nearest ``sqrt(L) / 2``, clamped to [8, 128].
+
+    Each step costs a handful of torch calls on a ``(bg, L / T, N, p)`` slice: a smaller ``T`` means fewer calls,
+    a larger one smaller slices that stay in cache. Measured on a 2-core Zen3 (benchmarks/scan.py): T = 16-32 at
+    L = 1024-4096.
+    """
     if length <= 8:
         return max(length, 1)
-    return int(min(256, max(8, 2 ** round(math.log2(math.sqrt(length))))))
+    return int(min(128, max(8, 2 ** round(math.log2(math.sqrt(length) / 2)))))
 
 
 def _group_layout(B: torch.Tensor, batch: int, dim: int, length: int) -> torch.Tensor:
@@ -78,9 +88,9 @@ def _group_layout(B: torch.Tensor, batch: int, dim: int, length: int) -> torch.T
 def _slabs(n_rows: int, P: int, elems_per_channel: int, budget: int):
     """Yields ``(row0, row1, [(p0, p1), ...])``: row ranges and the channel ranges of each slab inside them.
 
-    A slab's three working tensors fit ``budget`` bytes (at least one channel per slab).
+    A slab's two working tensors fit ``budget`` bytes (at least one channel per slab).
     """
-    max_channels = max(1, budget // (3 * 4 * max(elems_per_channel, 1)))
+    max_channels = max(1, budget // (2 * 4 * max(elems_per_channel, 1)))
     if max_channels >= P:
         rows = max(1, max_channels // P)
         for r0 in range(0, n_rows, rows):
@@ -96,29 +106,50 @@ def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 class _Slab:
-    """One slab in step-major layout: ``u, delta: (bg, T, nc, 1, p)``, ``B, C: (bg, T, nc, N, 1)``,
-    ``A: (bg, 1, 1, N, p)``."""
+    """One slab in step-major layout (small tensors only; the (bg, T, nc, N, p) ones are scratch).
+
+    ``delta, u, du = delta * u: (bg, T, nc, 1, p)``; ``B, C: (bg, T, nc, N, 1)``; ``A: (bg, 1, N, p)``.
+    """
 
     def __init__(self, u, delta, B, C, A3, G, T, rows, ps):
         (r0, r1), (p0, p1) = rows, ps
         self.u = _steps(u[r0:r1, :, p0:p1], T).unsqueeze(3)
         self.delta = _steps(delta[r0:r1, :, p0:p1], T).unsqueeze(3)
+        self.du = self.delta * self.u
         self.B, self.C = B, C
         group_of_row = torch.arange(r0, r1, device=u.device) % G
-        self.A = A3[group_of_row, p0:p1].transpose(1, 2)[:, None, None].contiguous()
+        self.A = A3[group_of_row, p0:p1].transpose(1, 2)[:, None].contiguous()
+        self.T = T
 
     def work_shape(self) -> tuple:
-        return (*self.delta.shape[:3], self.A.shape[3], self.A.shape[4])
+        bg, T, nc = self.delta.shape[:3]
+        return (bg, T, nc, self.A.shape[2], self.A.shape[3])
 
-    def decay_and_input(self, a, x):
-        """Fills ``a = exp(delta * A)`` and ``x = delta * u * B``, both ``(bg, T, nc, N, p)``."""
-        torch.mul(self.delta, self.A, out=a).exp_()
-        torch.mul(self.delta * self.u, self.B, out=x)
-        return a, x
+    def decay(self, t: int, out: torch.Tensor) -> torch.Tensor:
+        """``a_t = exp(delta_t * A)`` into ``out: (bg, nc, N, p)``."""
+        return torch.mul(self.delta[:, t], self.A, out=out).exp_()
 
-    def chunk_decay(self):
+    def chunk_decay(self) -> torch.Tensor:
         """``exp(A * sum_t delta_t)`` per chunk: ``(bg, nc, N, p)``."""
-        return torch.mul(self.delta.sum(1), self.A[:, 0]).exp_()
+        return torch.mul(self.delta.sum(1), self.A).exp_()
+
+    def chunk_starts(self, a: torch.Tensor):
+        """Fills ``a`` with the decays; returns the states entering each chunk ``(bg, nc, N, p)`` and the last one.
+
+        A local scan from zero gives each chunk's end state; a scan over chunks links them.
+        """
+        s = torch.mul(self.du[:, 0], self.B[:, 0])
+        self.decay(0, a[:, 0])
+        for t in range(1, self.T):
+            s.mul_(self.decay(t, a[:, t])).addcmul_(self.du[:, t], self.B[:, t])
+        ends = _scan_chunks(self.chunk_decay(), s)
+        starts = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
+        return starts, ends[:, -1]
+
+
+def _contract(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` over the last two dims into ``out``; a broadcast product when the contracted size is 1 (N = 1)."""
+    return torch.mul(a, b, out=out) if a.shape[-1] == 1 else torch.matmul(a, b, out=out)
 
 
 def _scan_chunks(decay: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -137,43 +168,21 @@ def _scan_chunks(decay: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _scan_in_place(a, x, start):
-    """Turns ``x`` into the states ``h_t = a_t * h_{t-1} + x_t`` of every chunk, from ``start: (bg, nc, N, p)``."""
-    x[:, 0].addcmul_(a[:, 0], start)
-    for t in range(1, x.shape[1]):
-        x[:, t].addcmul_(a[:, t], x[:, t - 1])
+def _adjoint_carries(slab: _Slab, a: torch.Tensor, dy: torch.Tensor, carry_in: torch.Tensor) -> torch.Tensor:
+    """Adjoint of each chunk's last state arriving from the chunks after it, ``(bg, nc, N, p)``.
 
-
-def _chunk_start_states(a, x, chunk_decay):
-    """States entering each chunk ``(bg, nc, N, p)`` and the final state ``(bg, N, p)``.
-
-    A local scan from zero gives each chunk's end state; a scan over chunks links them.
+    ``a``: the decays ``(bg, T, nc, N, p)``; ``dy: (bg, T, nc, 1, p)``; ``carry_in: (bg, N, p)`` is the adjoint
+    from beyond the sequence end (the gradient of the last state).
     """
-    s = x[:, 0].clone()
-    for t in range(1, x.shape[1]):
-        torch.addcmul(x[:, t], a[:, t], s, out=s)
-    ends = _scan_chunks(chunk_decay, s)
-    starts = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
-    return starts, ends[:, -1]
-
-
-def _reverse_scan_in_place(a, e, chunk_decay, carry_in):
-    """Turns ``e`` into the adjoints ``g_t = e_t + a_{t+1} g_{t+1}`` across all chunks.
-
-    ``carry_in: (bg, N, p)`` is the adjoint arriving from beyond the sequence end (the gradient of the last state).
-    """
-    T = e.shape[1]
-    s = e[:, T - 1].clone()
+    T = a.shape[1]
+    s = torch.mul(dy[:, T - 1], slab.C[:, T - 1])
     for t in range(T - 2, -1, -1):
-        torch.addcmul(e[:, t], a[:, t + 1], s, out=s)
+        s.mul_(a[:, t + 1]).addcmul_(dy[:, t], slab.C[:, t])
     s.mul_(a[:, 0])  # each chunk's contribution to the adjoint of the previous chunk's last state
     # carry_c = s_{c+1} + decay_{c+1} carry_{c+1}, carry_{nc-1} = carry_in: a forward scan on the flipped chunks
     flipped_in = torch.cat([carry_in[:, None], s[:, 1:].flip(1)], dim=1)
-    flipped_decay = torch.cat([torch.zeros_like(carry_in[:, None]), chunk_decay[:, 1:].flip(1)], dim=1)
-    carry = _scan_chunks(flipped_decay, flipped_in).flip(1)
-    e[:, T - 1].add_(carry)
-    for t in range(T - 2, -1, -1):
-        e[:, t].addcmul_(a[:, t + 1], e[:, t + 1])
+    flipped_decay = torch.cat([torch.zeros_like(carry_in[:, None]), slab.chunk_decay()[:, 1:].flip(1)], dim=1)
+    return _scan_chunks(flipped_decay, flipped_in).flip(1)
 
 
 class ChunkedScanFn(torch.autograd.Function):
@@ -192,12 +201,17 @@ class ChunkedScanFn(torch.autograd.Function):
         starts_all = u.new_empty(BG, Lp // T, N, P)
         for r0, r1, p_ranges in _slabs(BG, P, Lp * N, budget):
             B, C = (_steps(t[r0:r1], T).unsqueeze(4).contiguous() for t in (B_cl, C_cl))  # (bg, T, nc, N, 1)
+            C_row = C.transpose(-1, -2)  # (bg, T, nc, 1, N)
             for p0, p1 in p_ranges:
                 slab = _Slab(u, delta, B, C, A3, G, T, (r0, r1), (p0, p1))
-                a, x = slab.decay_and_input(*_scratch(u, slab.work_shape(), 2))
-                starts, last = _chunk_start_states(a, x, slab.chunk_decay())
-                _scan_in_place(a, x, starts)
-                _steps(y[r0:r1, :, p0:p1], T).copy_(torch.matmul(C.transpose(-1, -2), x).squeeze(3))
+                (a,) = _scratch(u, slab.work_shape(), 1)
+                starts, last = slab.chunk_starts(a)
+                h = starts.clone()
+                ys = u.new_empty(T, *slab.delta[:, 0].shape)  # (T, bg, nc, 1, p), step-outer: out= slices
+                for t in range(T):
+                    h.mul_(a[:, t]).addcmul_(slab.du[:, t], B[:, t])
+                    _contract(C_row[:, t], h, ys[t])
+                _steps(y[r0:r1, :, p0:p1], T).copy_(ys.squeeze(3).transpose(0, 1))
                 last_state[r0:r1, :, p0:p1] = last
                 starts_all[r0:r1, :, :, p0:p1] = starts
         ctx.save_for_backward(u, delta, A3, B_cl, C_cl, starts_all)
@@ -213,33 +227,49 @@ class ChunkedScanFn(torch.autograd.Function):
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dA = torch.zeros_like(A3)
         dB, dC = torch.zeros_like(B_cl), torch.zeros_like(C_cl)
-        dy = dy.contiguous() if dy is not None else torch.zeros_like(u)
+        dy = dy if dy is not None else torch.zeros_like(u)
         for r0, r1, p_ranges in _slabs(BG, P, Lp * N, ctx.budget):
             B, C = (_steps(t[r0:r1], T).unsqueeze(4).contiguous() for t in (B_cl, C_cl))
+            B_row = B.transpose(-1, -2)  # (bg, T, nc, 1, N)
             for p0, p1 in p_ranges:
                 slab = _Slab(u, delta, B, C, A3, G, T, (r0, r1), (p0, p1))
                 dys = _steps(dy[r0:r1, :, p0:p1], T).unsqueeze(3)  # (bg, T, nc, 1, p)
-                a, h, g = _scratch(u, slab.work_shape(), 3)
-                slab.decay_and_input(a, h)
+                dy_col, du_col = dys.transpose(-1, -2), slab.du.transpose(-1, -2)  # (bg, T, nc, p, 1)
+                a, h = _scratch(u, slab.work_shape(), 2)
                 starts = starts_all[r0:r1, :, :, p0:p1]
-                _scan_in_place(a, h, starts)
-                torch.mul(C, dys, out=g)  # dy_t * C_t, (bg, T, nc, N, p); becomes the state adjoint
+                for t in range(T):  # recompute decays and states
+                    prev = starts if t == 0 else h[:, t - 1]
+                    torch.mul(slab.decay(t, a[:, t]), prev, out=h[:, t]).addcmul_(slab.du[:, t], B[:, t])
                 carry = dlast[r0:r1, :, p0:p1] if dlast is not None else torch.zeros_like(starts[:, 0])
-                _reverse_scan_in_place(a, g, slab.chunk_decay(), carry)
-                # dC_t = sum_p dy_t h_t ; dB_t = sum_p g_t delta_t u_t ; (g B)_t = sum_n g_t B_t
-                _steps(dC[r0:r1], T).add_(torch.matmul(h, dys.transpose(-1, -2)).squeeze(4))
-                _steps(dB[r0:r1], T).add_(torch.matmul(g, (slab.delta * slab.u).transpose(-1, -2)).squeeze(4))
-                gB = torch.matmul(B.transpose(-1, -2), g)  # (bg, T, nc, 1, p)
-                # w_t = d loss / d log(a_t) = g_t * a_t * h_{t-1}
-                w = a.mul_(g)
-                w[:, 1:].mul_(h[:, :-1])
-                w[:, 0].mul_(starts)
-                ddelta_s = torch.mul(w, slab.A, out=h).sum(3).addcmul_(slab.u[:, :, :, 0], gB[:, :, :, 0])
-                dA_rows = w.mul_(slab.delta).sum((1, 2)).transpose(1, 2)  # (bg, p, N); h, w are scratch
+                g = _adjoint_carries(slab, a, dys, carry)  # becomes the state adjoint g_t, step by step
+                w = torch.empty_like(g)
+                dA_acc = torch.zeros_like(g)
+                # per-step results, step-outer so that each step writes one contiguous slice
+                dCs, dBs = (u.new_empty(T, *g.shape[:-1], 1) for _ in range(2))  # (T, bg, nc, N, 1)
+                gBs, wAs = (u.new_empty(T, *dys[:, 0].shape) for _ in range(2))  # (T, bg, nc, 1, p)
+                for t in range(T - 1, -1, -1):
+                    if t < T - 1:
+                        g.mul_(a[:, t + 1])
+                    g.addcmul_(dys[:, t], C[:, t])  # g_t = dy_t C_t + a_{t+1} g_{t+1}
+                    torch.matmul(h[:, t], dy_col[:, t], out=dCs[t])  # sum_p dy_t h_t
+                    torch.matmul(g, du_col[:, t], out=dBs[t])  # sum_p g_t delta_t u_t
+                    _contract(B_row[:, t], g, gBs[t])  # sum_n g_t B_t
+                    # w_t = d loss / d log(a_t) = g_t a_t h_{t-1}; feeds d delta (via A) and d A (via delta)
+                    torch.mul(g, a[:, t], out=w).mul_(starts if t == 0 else h[:, t - 1])
+                    dA_acc.addcmul_(w, slab.delta[:, t])
+                    torch.sum(w.mul_(slab.A), 2, keepdim=True, out=wAs[t])
+
+                def by_step(x):  # (T, bg, nc, c, 1) or (T, bg, nc, 1, c) -> (bg, T, nc, c)
+                    return x.flatten(3).transpose(0, 1)
+
+                gB = by_step(gBs)
+                _steps(du[r0:r1, :, p0:p1], T).copy_(slab.delta.squeeze(3) * gB)
+                _steps(ddelta[r0:r1, :, p0:p1], T).copy_(by_step(wAs).addcmul_(slab.u.squeeze(3), gB))
+                _steps(dC[r0:r1], T).add_(by_step(dCs))
+                _steps(dB[r0:r1], T).add_(by_step(dBs))
+                dA_rows = dA_acc.sum(1).transpose(1, 2)  # (bg, p, N)
                 dA.index_add_(0, torch.arange(r0, r1, device=u.device) % G,
                               torch.nn.functional.pad(dA_rows, (0, 0, p0, P - p1)))
-                _steps(du[r0:r1, :, p0:p1], T).copy_((slab.delta * gB).squeeze(3))
-                _steps(ddelta[r0:r1, :, p0:p1], T).copy_(ddelta_s)
         return du, ddelta, dA, dB, dC, None, None, None
 
 
@@ -263,7 +293,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     P = dim // G
     T = chunk_length or default_chunk_length(length)
     pad = (-length) % T
-    channel_last = [torch.nn.functional.pad(t, (0, pad)).transpose(1, 2).contiguous()
+    channel_last = [(torch.nn.functional.pad(t, (0, pad)) if pad else t).transpose(1, 2).contiguous()
                     for t in (u.reshape(batch * G, P, length), delta.reshape(batch * G, P, length), Bg, Cg)]
     y, last = ChunkedScanFn.apply(*channel_last[:2], A.reshape(G, P, -1), *channel_last[2:], G, T,
                                   slab_budget_bytes)

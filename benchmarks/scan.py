@@ -1,0 +1,378 @@
+"""Benchmark of the selective scan: the package's chunked backend against the fastest plain sequential loop.
+
+What is measured, per shape (B, D, L, N, G) and contender: forward time (under ``torch.no_grad``), forward+backward
+time (``out.backward(grad)`` with every input requiring grad) and the peak extra memory of one forward+backward.
+Times are compared with each other and with a floor built from this machine's measured exp throughput, copy
+bandwidth and sgemm rate, so that "fast" means "close to what the hardware allows", not only "faster than X".
+
+Why the baseline is a fast loop and not the reference backend: a benchmark against a deliberately slow baseline
+proves nothing. ``loop`` does everything in bulk that can be done in bulk (delta preparation, ``exp(delta * A)`` and
+``delta * u * B`` over the whole sequence), leaving only the unavoidable ``h = a_t * h + x_t`` in Python, one fused
+``addcmul`` per step. It takes the steps with ``unbind``: slicing ``dA[:, :, t]`` in a loop makes autograd allocate
+a full-size zero buffer per step in the backward (quadratic in L), which would flatter the contender.
+
+Run from the repository root: ``python benchmarks/scan.py`` (CPU, writes benchmarks/results/scan.md and .json),
+``--device cuda`` on a GPU, ``--quick`` for a smoke test on tiny shapes (writes to a temporary directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parent.parent
+SHAPES = [(1, 96, 4096, 16, 1), (1, 192, 1024, 16, 1), (4, 96, 4096, 16, 1), (1, 768, 4096, 16, 4),
+          (1, 96, 4096, 1, 1), (1, 48, 32768, 16, 1)]
+QUICK_SHAPES = [(1, 8, 256, 4, 1), (1, 16, 128, 4, 4), (2, 8, 64, 1, 1)]
+KEYS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
+MEMORY_METHOD = {"cuda": "`torch.cuda.max_memory_allocated()` minus the allocation after creating the inputs",
+                 "cpu": "fresh subprocess per (contender, shape): `ru_maxrss` after one forward+backward minus "
+                        "`ru_maxrss` after creating the inputs (\"peak extra RSS\"; a tiny warm-up call first, so "
+                        "that one-time library set-up is not counted)"}
+
+
+def make_inputs(shape, device, seed=0):
+    """Mamba-initialised fp32 inputs (leaves requiring grad) and a fixed output gradient for ``shape``."""
+    b, d, l, n, g = shape
+    gen = torch.Generator().manual_seed(seed)
+    dt = torch.exp(torch.rand(d, generator=gen) * (math.log(1e-1) - math.log(1e-3)) + math.log(1e-3))
+    bc_shape = (b, n, l) if g == 1 else (b, g, n, l)
+    x = {"u": torch.randn(b, d, l, generator=gen), "delta": torch.randn(b, d, l, generator=gen).mul_(0.1),
+         "A": -torch.arange(1, n + 1, dtype=torch.float32).repeat(d, 1),  # S4D-real
+         "B": torch.randn(bc_shape, generator=gen), "C": torch.randn(bc_shape, generator=gen),
+         "D": torch.ones(d), "delta_bias": dt + torch.log(-torch.expm1(-dt))}  # inverse softplus
+    grad = torch.randn(b, d, l, generator=gen).to(device)
+    return {k: v.to(device).requires_grad_() for k, v in x.items()}, grad
+
+
+def loop_scan(u, delta, A, B, C, D, delta_bias):
+    """Sequential scan with plain autograd: bulk ``exp(delta*A)`` and ``delta*u*B``, one ``addcmul`` per step."""
+    b, d, l = u.shape
+    n = A.shape[1]
+    g = 1 if B.dim() == 3 else B.shape[1]
+    delta = F.softplus(delta + delta_bias[:, None]).view(b, g, d // g, l, 1)
+    Bc = B.view(b, g, 1, n, l).transpose(-1, -2)  # group rule: channel c uses group c // (d / g), by broadcasting
+    Cc = C.view(b, g, 1, n, l).transpose(-1, -2)
+    dA = (delta * A.view(1, g, d // g, 1, n)).exp_()  # (b, g, d/g, l, n); exp in place: one less full tensor
+    x = delta * u.view(b, g, d // g, l, 1) * Bc
+    h = u.new_zeros(b, g, d // g, n)
+    hs = []
+    for a_t, x_t in zip(dA.unbind(3), x.unbind(3)):  # unbind, not dA[:, :, :, t]: linear-time backward
+        h = torch.addcmul(x_t, a_t, h)
+        hs.append(h)
+    y = (torch.stack(hs, 3) * Cc).sum(-1).view(b, d, l)
+    return y + D[:, None] * u
+
+
+def contender_fn(name):
+    """Callable ``inputs -> y`` for contender ``name`` (``loop`` or a selective_scan backend)."""
+    if name == "loop":
+        return lambda x: loop_scan(*(x[k] for k in KEYS))
+    from mambaseg.ops import selective_scan
+    return lambda x: selective_scan(x["u"], x["delta"], x["A"], x["B"], x["C"], D=x["D"],
+                                    delta_bias=x["delta_bias"], delta_softplus=True, backend=name)
+
+
+def self_check():
+    """Forward and gradients of ``loop`` (and ``chunked``, for information) against the reference backend."""
+    errors = {}
+    for shape in [(2, 8, 64, 4, 1), (2, 8, 64, 4, 2)]:
+        x, grad = make_inputs(shape, "cpu", seed=1)
+        outs = {}
+        for name in ("reference", "loop", "chunked"):
+            clear_grads(x)
+            y = contender_fn(name)(x)
+            y.backward(grad)
+            outs[name] = [y.detach()] + [x[k].grad.clone() for k in KEYS]
+        for name in ("loop", "chunked"):  # max |diff| / max(1, max |ref|) over y and every gradient
+            err = max(float((a - r).abs().max() / max(1.0, float(r.abs().max())))
+                      for a, r in zip(outs[name], outs["reference"]))
+            errors[name] = max(errors.get(name, 0.0), err)
+    if errors["loop"] > 1e-4:
+        raise SystemExit(f"self-check failed: loop differs from the reference by {errors['loop']:.2e} > 1e-4")
+    return errors
+
+
+def sync(device):
+    """Waits for queued GPU work (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, reps, device, setup=None):
+    """One warm-up call, then ``reps`` timed calls of ``fn`` (``setup`` runs untimed before each): seconds."""
+    times = []
+    for i in range(reps + 1):
+        if setup:
+            setup()
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure_floors(device, reps, scale):
+    """exp throughput (16M and 1M fp32 elements), copy bandwidth (64M floats, read+write) and sgemm rate."""
+    out = {}
+    for label, n in (("exp_per_s_16M", 2**24 // scale), ("exp_per_s_1M", 2**20 // scale)):
+        src = -torch.rand(n, device=device)
+        t = torch.empty_like(src)
+        out[label] = n / min(timed(lambda: t.exp_(), reps, device, setup=lambda: t.copy_(src)))
+    src = torch.rand(2**26 // scale, device=device)
+    dst = torch.empty_like(src)
+    out["copy_bytes_per_s"] = 2 * 4 * src.numel() / min(timed(lambda: dst.copy_(src), reps, device))
+    m = 2048 // int(math.sqrt(scale))
+    a, b = torch.rand(m, m, device=device), torch.rand(m, m, device=device)
+    out["sgemm_flop_per_s"] = 2 * m**3 / min(timed(lambda: a @ b, reps, device))
+    out["sizes"] = {"exp": [2**24 // scale, 2**20 // scale], "copy_floats": 2**26 // scale, "sgemm": m}
+    return out
+
+
+def floor_ms(shape, floors):
+    """(forward floor, forward+backward floor) in ms: the slowest of the exp, memory and flop bounds."""
+    b, d, l, n, g = shape
+    bdln = b * d * l * n
+    exp_rate = max(floors["exp_per_s_16M"], floors["exp_per_s_1M"])
+    bw, flops = floors["copy_bytes_per_s"], floors["sgemm_flop_per_s"]
+    fwd = max(bdln / exp_rate, 4 * (3 * b * d * l + 2 * b * g * n * l) / bw, 9 * bdln / flops)
+    fb = max(2 * bdln / exp_rate, 4 * (8 * b * d * l + 6 * b * g * n * l) / bw, 27 * bdln / flops)
+    return fwd * 1e3, fb * 1e3
+
+
+def clear_grads(x):
+    """Drops the gradients accumulated on the inputs."""
+    for v in x.values():
+        v.grad = None
+
+
+def measure_times(name, x, grad, reps, device):
+    """Forward (no_grad) and forward+backward timings (ms: min, median, all) of contender ``name`` on ``x``."""
+    fn = contender_fn(name)
+    with torch.no_grad():
+        fwd = timed(lambda: fn(x), reps, device)
+    fb = timed(lambda: fn(x).backward(grad), reps, device, setup=lambda: clear_grads(x))
+    clear_grads(x)
+    return [{"min": min(ms), "median": statistics.median(ms), "all": ms}
+            for ms in ([t * 1e3 for t in fwd], [t * 1e3 for t in fb])]
+
+
+def memory_child(spec):
+    """Hidden ``--measure-memory`` mode: peak extra RSS (MB) of one forward+backward, in this fresh process."""
+    import resource
+    shape, fn = tuple(spec["shape"]), contender_fn(spec["name"])
+    x, grad = make_inputs((1, 2 * shape[4], 16, *shape[3:]), "cpu")  # tiny warm-up: one-time set-up not counted
+    fn(x).backward(grad)
+    x, grad = make_inputs(shape, "cpu")
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+    fn(x).backward(grad)
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+    print(json.dumps({"peak_extra_mb": (after - before) / 2**20}))
+
+
+def measure_memory(name, shape, x, grad, device):
+    """Peak extra memory (MB) of one forward+backward: fresh-subprocess RSS on CPU, allocator peak on CUDA."""
+    if torch.device(device).type == "cuda":
+        clear_grads(x)
+        sync(device)
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        contender_fn(name)(x).backward(grad)
+        sync(device)
+        clear_grads(x)
+        return (torch.cuda.max_memory_allocated() - base) / 2**20
+    spec = json.dumps({"shape": list(shape), "name": name})
+    proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--measure-memory", spec],
+                          capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode:
+        raise RuntimeError(f"memory measurement of {name} {shape} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_extra_mb"]
+
+
+def summarise(row, shape):
+    """Adds speed-ups, ratios to the floors, the memory ratio and the project's bar (PASS/FAIL) to ``row``."""
+    c = row["contenders"]
+    for res in (r for r in c.values() if "fwd_ms" in r):
+        res["fwd_over_floor"] = res["fwd_ms"]["min"] / row["floor_fwd_ms"]
+        res["fwdbwd_over_floor"] = res["fwdbwd_ms"]["min"] / row["floor_fwdbwd_ms"]
+    row["bar"] = "n/a"
+    if "fwd_ms" in c.get("loop", {}) and "fwd_ms" in c.get("chunked", {}):
+        loop, ch = c["loop"], c["chunked"]
+        row["fwd_speedup"] = loop["fwd_ms"]["min"] / ch["fwd_ms"]["min"]
+        row["fwdbwd_speedup"] = loop["fwdbwd_ms"]["min"] / ch["fwdbwd_ms"]["min"]
+        row["memory_ratio"] = ch["peak_extra_mb"] / loop["peak_extra_mb"] if loop["peak_extra_mb"] > 0 else None
+        row["bar_speedup_needed"] = need = 10.0 if shape[2] >= 4096 else 5.0
+        mem_ok = row["memory_ratio"] is not None and row["memory_ratio"] <= 1 / 3
+        failed = [w for w, ok in (("speed", row["fwdbwd_speedup"] >= need), ("memory", mem_ok)) if not ok]
+        row["bar"] = "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"
+    return row
+
+
+def _f(v, fmt="{:.2f}"):
+    """Formats a number; a timing dict as 'min (median)'; '-' when missing."""
+    if isinstance(v, dict):
+        return f"{v['min']:.2f} ({v['median']:.2f})"
+    return "-" if v is None else fmt.format(v)
+
+
+def tables(rows):
+    """The main markdown table (loop vs chunked) and the table of every contender."""
+    md = lambda cells: "| " + " | ".join(map(str, cells)) + " |"
+    head = ["#", "B", "D", "L", "N", "G", "loop fwd ms", "chunked fwd ms", "fwd speed-up", "chunked fwd / floor",
+            "loop fwd+bwd ms", "chunked fwd+bwd ms", "fwd+bwd speed-up", "chunked fwd+bwd / floor",
+            "peak extra MB loop", "peak extra MB chunked", "memory ratio chunked/loop", "bar"]
+    main, every = [md(head), "|---" * len(head) + "|"], []
+    for r in rows:
+        lo, ch = r["contenders"].get("loop", {}), r["contenders"].get("chunked", {})
+        main.append(md([r["index"], *r["shape"], _f(lo.get("fwd_ms")), _f(ch.get("fwd_ms")),
+                        _f(r.get("fwd_speedup"), "{:.1f}x"), _f(ch.get("fwd_over_floor"), "{:.1f}"),
+                        _f(lo.get("fwdbwd_ms")), _f(ch.get("fwdbwd_ms")), _f(r.get("fwdbwd_speedup"), "{:.1f}x"),
+                        _f(ch.get("fwdbwd_over_floor"), "{:.1f}"), _f(lo.get("peak_extra_mb"), "{:.1f}"),
+                        _f(ch.get("peak_extra_mb"), "{:.1f}"), _f(r.get("memory_ratio")), r["bar"]]))
+        every += [md([r["index"], n, _f(c.get("fwd_ms")), _f(c.get("fwd_over_floor"), "{:.1f}"),
+                      _f(c.get("fwdbwd_ms")), _f(c.get("fwdbwd_over_floor"), "{:.1f}"),
+                      _f(c.get("peak_extra_mb"), "{:.1f}"), _f(c.get("foreign_load") and 100 * c["foreign_load"], "{:.0f}"),
+                      c.get("skipped") or ("ran while busy" if c.get("busy") else "")])
+                  for n, c in r["contenders"].items()]
+    head2 = ["#", "contender", "fwd ms", "fwd / floor", "fwd+bwd ms", "fwd+bwd / floor", "peak extra MB",
+             "other load %", "note"]
+    return "\n".join(main), "\n".join([md(head2), "|---" * len(head2) + "|", *every])
+
+
+def write_report(path, data, main_table, all_table):
+    """Writes the markdown report."""
+    m, fl, sz = data["machine"], data["floors"], data["floors"]["sizes"]
+    gpu = f"\n- GPU: {data['gpu']}" if data.get("gpu") else ""
+    busy = [f"#{r['index']} {n}" for r in data["rows"] for n, c in r["contenders"].items() if c.get("busy")]
+    text = f"""# Selective scan: sequential loop vs chunked backend ({data['device']})
+
+Command: `{data['command']}`  
+Date: {data['date']}
+
+## Machine
+- CPU: {m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable), {m['memory_gb']} GB RAM{gpu}
+- torch {data['versions']['torch']}, `torch.get_num_threads()` = {data['threads']}, numpy {data['versions']['numpy']}, Python {m['python']}, OS {m['os']}
+- git commit: {m['git_commit']}
+
+## Method
+- Repetition rule: one warm-up call, then {data['reps']} timed repetitions; times are shown as MINIMUM (MEDIAN) in ms, speed-ups and ratios use the minimum.
+- Inputs: Mamba initialisation (A = -(1..N) per channel, delta_bias = inverse_softplus(dt), dt ~ exp(U[log 1e-3, log 1e-1]), delta = 0.1 randn, delta_softplus, D = 1, no z), u, B, C ~ N(0, 1), fp32, seed 0. G = 1: B, C shared (B, N, L); G > 1: grouped (B, G, N, L).
+- Forward under `torch.no_grad()`; forward+backward = `out.backward(grad)` with u, delta, A, B, C, D, delta_bias requiring grad.
+- Peak extra memory of one forward+backward: {data['memory_method']}
+- Self-check (max error vs `backend="reference"`, relative to max(1, |ref|), output and all gradients): loop {data['self_check']['loop']:.1e} (must be <= 1e-4), chunked {data['self_check']['chunked']:.1e}.
+
+## Floors (measured in this run on {data['device']})
+- exp (`torch.exp_`, fp32): {fl['exp_per_s_16M'] / 1e9:.2f} G elem/s on {sz['exp'][0]:,} elements, {fl['exp_per_s_1M'] / 1e9:.2f} G elem/s on {sz['exp'][1]:,} (the faster is used)
+- copy bandwidth: {fl['copy_bytes_per_s'] / 1e9:.1f} GB/s (`dst.copy_(src)`, {sz['copy_floats']:,} floats, read + write counted)
+- sgemm: {fl['sgemm_flop_per_s'] / 1e9:.0f} GFLOP/s ({sz['sgemm']} x {sz['sgemm']} matmul)
+- Each floor: one warm-up, then the minimum time over {data['floor_reps']} repetitions.
+- forward floor = max(BDLN / exp rate, 4 (3 BDL + 2 BGNL) / bandwidth, 9 BDLN / sgemm rate); forward+backward floor = max(2 BDLN / exp rate, 4 (8 BDL + 6 BGNL) / bandwidth, 27 BDLN / sgemm rate).
+
+## Results
+{main_table}
+
+Bar (project target): forward+backward speed-up >= 10x where L >= 4096 (>= 5x for shorter L) and memory ratio chunked/loop <= 1/3.
+
+### Every contender
+{all_table}
+
+## Notes
+- `loop` is the fastest plain-autograd sequential scan: delta preparation, `exp(delta * A)` and `delta * u * B` in bulk over (B, D, L, N) (B, C broadcast per channel by the group rule), then one `torch.addcmul` per step, `torch.stack`, `(H * C).sum(-1) + D * u`. Its steps come from `unbind`: slicing `dA[:, :, t]` in a loop makes autograd allocate a full-size zero buffer per step in the backward (quadratic in L).
+- The chunked backend keeps a reusable CPU scratch buffer per thread (bounded by its slab budget, ~24 MB); it is created inside the measured forward+backward and so is part of the chunked peak.
+- Other load %: share of all CPU time used by other processes while the case was timed ('-': too short to tell); before each case the script waited (up to {data['max_wait_s']:.0f} s) until other processes used <= 30 % of the CPUs. Cases that ran while busy: {', '.join(busy) or 'none'}.
+"""
+    path.write_text(text)
+
+
+def main():
+    """Parses the options, runs the self-check, the floors and every (shape, contender) case, writes the report."""
+    for path in (str(ROOT / "src"), str(ROOT / "benchmarks")):  # src layout and the _machine helper
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--reps", type=int, default=5, help="timed repetitions after one warm-up (default 5)")
+    p.add_argument("--shapes", default=None, help="comma-separated indices of the shapes to run, e.g. 0,1")
+    p.add_argument("--quick", action="store_true", help="tiny shapes, 1 repetition, results in a temporary directory")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--suffix", default=None, help="files scan_<suffix>.md/.json (default: none on CPU, the GPU name)")
+    p.add_argument("--skip-loop-above", type=int, default=None, metavar="L", help="skip `loop` where L is above this")
+    p.add_argument("--max-wait", type=float, default=None, help="seconds to wait for a quiet CPU (60; --quick: 1)")
+    p.add_argument("--measure-memory", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.measure_memory:
+        return memory_child(json.loads(args.measure_memory))
+    from _machine import ForeignLoad, machine_info, package_versions, wait_until_quiet
+    from mambaseg.ops.selective_scan import list_backends
+
+    shapes, reps = (QUICK_SHAPES, 1) if args.quick else (SHAPES, args.reps)
+    max_wait = args.max_wait if args.max_wait is not None else (1.0 if args.quick else 60.0)
+    out = Path(args.out).resolve()
+    if args.quick and out == (ROOT / "benchmarks" / "results").resolve():
+        out = Path(tempfile.mkdtemp(prefix="scan_quick_"))  # never overwrite the real results
+    device = torch.device(args.device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    suffix = args.suffix if args.suffix is not None else (
+        re.sub(r"[^a-z0-9]+", "_", gpu.lower().replace("nvidia", "")).strip("_") if gpu else "")
+    contenders = ["loop", "chunked"] + [b for b in list_backends(torch.empty(0, device=device)) if b == "mamba_ssm"]
+    print("self-check (CPU) ...", flush=True)
+    check = self_check()
+    print(f"  max error vs reference: loop {check['loop']:.1e}, chunked {check['chunked']:.1e}")
+    wait_until_quiet(max_wait=max_wait)
+    floor_reps = max(reps, 3 if args.quick else 5)
+    floors = measure_floors(device, floor_reps, 16 if args.quick else 1)
+    print(f"floors: exp {floors['exp_per_s_16M']:.3g}/s (large), {floors['exp_per_s_1M']:.3g}/s (small), copy "
+          f"{floors['copy_bytes_per_s'] / 1e9:.1f} GB/s, sgemm {floors['sgemm_flop_per_s'] / 1e9:.0f} GFLOP/s")
+    rows = []
+    for i in [int(i) for i in args.shapes.split(",")] if args.shapes else range(len(shapes)):
+        shape, cases = shapes[i], {}
+        x, grad = make_inputs(shape, device)
+        for name in contenders:
+            if name == "loop" and args.skip_loop_above is not None and shape[2] > args.skip_loop_above:
+                cases[name] = {"skipped": f"skipped (L > {args.skip_loop_above})"}
+                continue
+            quiet = wait_until_quiet(max_wait=max_wait)
+            with ForeignLoad() as load:
+                fwd, fb = measure_times(name, x, grad, reps, device)
+            mem = measure_memory(name, shape, x, grad, device)
+            cases[name] = {"fwd_ms": fwd, "fwdbwd_ms": fb, "peak_extra_mb": mem, "wait": quiet,
+                           "foreign_load": load.fraction, "busy": not quiet["quiet"] or (load.fraction or 0) > 0.3}
+            print(f"  #{i} {shape} {name:9s} fwd {fwd['min']:9.2f} ms  fwd+bwd {fb['min']:9.2f} ms  "
+                  f"peak {mem:8.1f} MB  other load {_f(load.fraction and 100 * load.fraction, '{:.0f}%')}", flush=True)
+        fwd_floor, fb_floor = floor_ms(shape, floors)
+        rows.append(summarise({"index": i, "shape": list(shape), "floor_fwd_ms": fwd_floor,
+                               "floor_fwdbwd_ms": fb_floor, "contenders": cases}, shape))
+        del x, grad
+    main_table, all_table = tables(rows)
+    print("\n" + main_table + "\n\n" + all_table)
+    data = {"command": shlex.join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(device),
+            "gpu": gpu, "machine": machine_info(str(ROOT)), "threads": torch.get_num_threads(),
+            "versions": package_versions(), "reps": reps, "warmup": 1, "floor_reps": floor_reps, "max_wait_s": max_wait,
+            "self_check": check, "floors": floors, "rows": rows, "memory_method": MEMORY_METHOD[device.type]}
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "scan" + (f"_{suffix}" if suffix else "")
+    write_report(out / f"{stem}.md", data, main_table, all_table)
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
+    print(f"\nwrote {out / (stem + '.md')} and {out / (stem + '.json')}")
+
+
+if __name__ == "__main__":
+    main()
