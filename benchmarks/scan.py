@@ -40,9 +40,9 @@ SHAPES = [(1, 96, 4096, 16, 1), (1, 192, 1024, 16, 1), (4, 96, 4096, 16, 1), (1,
 QUICK_SHAPES = [(1, 8, 256, 4, 1), (1, 16, 128, 4, 4), (2, 8, 64, 1, 1)]
 KEYS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 MEMORY_METHOD = {"cuda": "`torch.cuda.max_memory_allocated()` minus the allocation after creating the inputs",
-                 "cpu": "fresh subprocess per (contender, shape): `ru_maxrss` after one forward+backward minus "
-                        "`ru_maxrss` after creating the inputs (\"peak extra RSS\"; a tiny warm-up call first, so "
-                        "that one-time library set-up is not counted)"}
+                 "cpu": "fresh subprocess per (contender, shape): peak RSS (Linux VmHWM, reset after creating the "
+                        "inputs) during one forward+backward minus RSS after creating the inputs (\"peak extra RSS\"; "
+                        "a tiny warm-up call first, so that one-time library set-up is not counted)"}
 
 
 def make_inputs(shape, device, seed=0):
@@ -175,16 +175,26 @@ def measure_times(name, x, grad, reps, device):
 
 def memory_child(spec):
     """Hidden ``--measure-memory`` mode: peak extra RSS (MB) of one forward+backward, in this fresh process."""
-    import resource
     shape, fn = tuple(spec["shape"]), contender_fn(spec["name"])
     x, grad = make_inputs((1, 2 * shape[4], 16, *shape[3:]), "cpu")  # tiny warm-up: one-time set-up not counted
     fn(x).backward(grad)
     x, grad = make_inputs(shape, "cpu")
-    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
+    before = peak_rss_bytes(reset=True)
     fn(x).backward(grad)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit
-    print(json.dumps({"peak_extra_mb": (after - before) / 2**20}))
+    print(json.dumps({"peak_extra_mb": (peak_rss_bytes() - before) / 2**20}))
+
+
+def peak_rss_bytes(reset=False):
+    """Peak resident memory of this process. On Linux it is VmHWM, reset first if asked (ru_maxrss cannot be used
+    there: it survives fork and execve, so a child of a large parent starts with the parent's peak)."""
+    import resource
+    status = Path("/proc/self/status")
+    if status.exists():
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")
+        kib = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
+        return int(kib) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def measure_memory(name, shape, x, grad, device):

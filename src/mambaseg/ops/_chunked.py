@@ -113,8 +113,8 @@ class _Slab:
 
     def __init__(self, u, delta, B, C, A3, G, T, rows, ps):
         (r0, r1), (p0, p1) = rows, ps
-        self.u = _steps(u[r0:r1, :, p0:p1], T).unsqueeze(3)
-        self.delta = _steps(delta[r0:r1, :, p0:p1], T).unsqueeze(3)
+        self.u = _steps(u[r0:r1, :, p0:p1], T).unsqueeze(3).contiguous()
+        self.delta = _steps(delta[r0:r1, :, p0:p1], T).unsqueeze(3).contiguous()
         self.du = self.delta * self.u
         self.B, self.C = B, C
         group_of_row = torch.arange(r0, r1, device=u.device) % G
@@ -233,8 +233,8 @@ class ChunkedScanFn(torch.autograd.Function):
             B_row = B.transpose(-1, -2)  # (bg, T, nc, 1, N)
             for p0, p1 in p_ranges:
                 slab = _Slab(u, delta, B, C, A3, G, T, (r0, r1), (p0, p1))
-                dys = _steps(dy[r0:r1, :, p0:p1], T).unsqueeze(3)  # (bg, T, nc, 1, p)
-                dy_col, du_col = dys.transpose(-1, -2), slab.du.transpose(-1, -2)  # (bg, T, nc, p, 1)
+                dys = _steps(dy[r0:r1, :, p0:p1], T).unsqueeze(3).contiguous()  # (bg, T, nc, 1, p)
+                dy_col, du_col = (x.transpose(-1, -2).contiguous() for x in (dys, slab.du))  # (bg, T, nc, p, 1)
                 a, h = _scratch(u, slab.work_shape(), 2)
                 starts = starts_all[r0:r1, :, :, p0:p1]
                 for t in range(T):  # recompute decays and states
