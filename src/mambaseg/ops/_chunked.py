@@ -38,7 +38,7 @@ from ._reference import finish_output, prepare_inputs
 
 #: Bytes that one slab's two working tensors of shape (bg, T, nc, N, p) (decays, states) may use together, fp32.
 #: Per-step slices are what must stay in cache; larger slabs mean fewer torch calls.
-SLAB_BUDGET_BYTES = 96 * 2**20
+SLAB_BUDGET_BYTES = 64 * 2**20
 
 _WORKSPACE = threading.local()
 
@@ -96,8 +96,9 @@ def _slabs(n_rows: int, P: int, elems_per_channel: int, budget: int):
         for r0 in range(0, n_rows, rows):
             yield r0, min(n_rows, r0 + rows), [(0, P)]
     else:
+        width = -(-P // -(-P // max_channels))  # equal slabs: ceil(P / number of slabs)
         for r0 in range(n_rows):
-            yield r0, r0 + 1, [(p0, min(P, p0 + max_channels)) for p0 in range(0, P, max_channels)]
+            yield r0, r0 + 1, [(p0, min(P, p0 + width)) for p0 in range(0, P, width)]
 
 
 def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
@@ -117,6 +118,8 @@ class _Slab:
         self.delta = _steps(delta[r0:r1, :, p0:p1], T).unsqueeze(3).contiguous()
         self.du = self.delta * self.u
         self.B, self.C = B, C
+        # per-step views, made once: indexing inside the step loops costs more Python time than the small ops
+        self.delta_t, self.du_t, self.B_t, self.C_t = (x.unbind(1) for x in (self.delta, self.du, B, C))
         group_of_row = torch.arange(r0, r1, device=u.device) % G
         self.A = A3[group_of_row, p0:p1].transpose(1, 2)[:, None].contiguous()
         self.T = T
@@ -127,7 +130,7 @@ class _Slab:
 
     def decay(self, t: int, out: torch.Tensor) -> torch.Tensor:
         """``a_t = exp(delta_t * A)`` into ``out: (bg, nc, N, p)``."""
-        return torch.mul(self.delta[:, t], self.A, out=out).exp_()
+        return torch.mul(self.delta_t[t], self.A, out=out).exp_()
 
     def chunk_decay(self) -> torch.Tensor:
         """``exp(A * sum_t delta_t)`` per chunk: ``(bg, nc, N, p)``."""
@@ -138,10 +141,11 @@ class _Slab:
 
         A local scan from zero gives each chunk's end state; a scan over chunks links them.
         """
-        s = torch.mul(self.du[:, 0], self.B[:, 0])
-        self.decay(0, a[:, 0])
+        a_t = a.unbind(1)
+        s = torch.mul(self.du_t[0], self.B_t[0])
+        self.decay(0, a_t[0])
         for t in range(1, self.T):
-            s.mul_(self.decay(t, a[:, t])).addcmul_(self.du[:, t], self.B[:, t])
+            s.mul_(self.decay(t, a_t[t])).addcmul_(self.du_t[t], self.B_t[t])
         ends = _scan_chunks(self.chunk_decay(), s)
         starts = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
         return starts, ends[:, -1]
@@ -174,11 +178,11 @@ def _adjoint_carries(slab: _Slab, a: torch.Tensor, dy: torch.Tensor, carry_in: t
     ``a``: the decays ``(bg, T, nc, N, p)``; ``dy: (bg, T, nc, 1, p)``; ``carry_in: (bg, N, p)`` is the adjoint
     from beyond the sequence end (the gradient of the last state).
     """
-    T = a.shape[1]
-    s = torch.mul(dy[:, T - 1], slab.C[:, T - 1])
+    T, a_t, dy_t = a.shape[1], a.unbind(1), dy.unbind(1)
+    s = torch.mul(dy_t[T - 1], slab.C_t[T - 1])
     for t in range(T - 2, -1, -1):
-        s.mul_(a[:, t + 1]).addcmul_(dy[:, t], slab.C[:, t])
-    s.mul_(a[:, 0])  # each chunk's contribution to the adjoint of the previous chunk's last state
+        s.mul_(a_t[t + 1]).addcmul_(dy_t[t], slab.C_t[t])
+    s.mul_(a_t[0])  # each chunk's contribution to the adjoint of the previous chunk's last state
     # carry_c = s_{c+1} + decay_{c+1} carry_{c+1}, carry_{nc-1} = carry_in: a forward scan on the flipped chunks
     flipped_in = torch.cat([carry_in[:, None], s[:, 1:].flip(1)], dim=1)
     flipped_decay = torch.cat([torch.zeros_like(carry_in[:, None]), slab.chunk_decay()[:, 1:].flip(1)], dim=1)
@@ -207,10 +211,10 @@ class ChunkedScanFn(torch.autograd.Function):
                 (a,) = _scratch(u, slab.work_shape(), 1)
                 starts, last = slab.chunk_starts(a)
                 h = starts.clone()
-                ys = u.new_empty(T, *slab.delta[:, 0].shape)  # (T, bg, nc, 1, p), step-outer: out= slices
-                for t in range(T):
-                    h.mul_(a[:, t]).addcmul_(slab.du[:, t], B[:, t])
-                    _contract(C_row[:, t], h, ys[t])
+                ys = u.new_empty(T, *slab.delta_t[0].shape)  # (T, bg, nc, 1, p), step-outer: out= slices
+                for a_t, du_t, B_t, C_t, y_t in zip(a.unbind(1), slab.du_t, slab.B_t, C_row.unbind(1), ys):
+                    h.mul_(a_t).addcmul_(du_t, B_t)
+                    _contract(C_t, h, y_t)
                 _steps(y[r0:r1, :, p0:p1], T).copy_(ys.squeeze(3).transpose(0, 1))
                 last_state[r0:r1, :, p0:p1] = last
                 starts_all[r0:r1, :, :, p0:p1] = starts
@@ -237,9 +241,10 @@ class ChunkedScanFn(torch.autograd.Function):
                 dy_col, du_col = (x.transpose(-1, -2).contiguous() for x in (dys, slab.du))  # (bg, T, nc, p, 1)
                 a, h = _scratch(u, slab.work_shape(), 2)
                 starts = starts_all[r0:r1, :, :, p0:p1]
+                a_t, h_t = a.unbind(1), h.unbind(1)
+                prev_t = (starts,) + h_t[:-1]  # h_{t-1}
                 for t in range(T):  # recompute decays and states
-                    prev = starts if t == 0 else h[:, t - 1]
-                    torch.mul(slab.decay(t, a[:, t]), prev, out=h[:, t]).addcmul_(slab.du[:, t], B[:, t])
+                    torch.mul(slab.decay(t, a_t[t]), prev_t[t], out=h_t[t]).addcmul_(slab.du_t[t], slab.B_t[t])
                 carry = dlast[r0:r1, :, p0:p1] if dlast is not None else torch.zeros_like(starts[:, 0])
                 g = _adjoint_carries(slab, a, dys, carry)  # becomes the state adjoint g_t, step by step
                 w = torch.empty_like(g)
@@ -247,16 +252,17 @@ class ChunkedScanFn(torch.autograd.Function):
                 # per-step results, step-outer so that each step writes one contiguous slice
                 dCs, dBs = (u.new_empty(T, *g.shape[:-1], 1) for _ in range(2))  # (T, bg, nc, N, 1)
                 gBs, wAs = (u.new_empty(T, *dys[:, 0].shape) for _ in range(2))  # (T, bg, nc, 1, p)
+                dys_t, dy_col_t, du_col_t, B_row_t = (x.unbind(1) for x in (dys, dy_col, du_col, B_row))
                 for t in range(T - 1, -1, -1):
                     if t < T - 1:
-                        g.mul_(a[:, t + 1])
-                    g.addcmul_(dys[:, t], C[:, t])  # g_t = dy_t C_t + a_{t+1} g_{t+1}
-                    torch.matmul(h[:, t], dy_col[:, t], out=dCs[t])  # sum_p dy_t h_t
-                    torch.matmul(g, du_col[:, t], out=dBs[t])  # sum_p g_t delta_t u_t
-                    _contract(B_row[:, t], g, gBs[t])  # sum_n g_t B_t
+                        g.mul_(a_t[t + 1])
+                    g.addcmul_(dys_t[t], slab.C_t[t])  # g_t = dy_t C_t + a_{t+1} g_{t+1}
+                    torch.matmul(h_t[t], dy_col_t[t], out=dCs[t])  # sum_p dy_t h_t
+                    torch.matmul(g, du_col_t[t], out=dBs[t])  # sum_p g_t delta_t u_t
+                    _contract(B_row_t[t], g, gBs[t])  # sum_n g_t B_t
                     # w_t = d loss / d log(a_t) = g_t a_t h_{t-1}; feeds d delta (via A) and d A (via delta)
-                    torch.mul(g, a[:, t], out=w).mul_(starts if t == 0 else h[:, t - 1])
-                    dA_acc.addcmul_(w, slab.delta[:, t])
+                    torch.mul(g, a_t[t], out=w).mul_(prev_t[t])
+                    dA_acc.addcmul_(w, slab.delta_t[t])
                     torch.sum(w.mul_(slab.A), 2, keepdim=True, out=wAs[t])
 
                 def by_step(x):  # (T, bg, nc, c, 1) or (T, bg, nc, 1, c) -> (bg, T, nc, c)
