@@ -19,11 +19,12 @@ def _system_jiffies() -> tuple[int, int]:
 
 
 def _own_jiffies() -> int:
-    """CPU jiffies (user + system, all threads) used so far by this process."""
+    """CPU jiffies (user + system, all threads) used so far by this process and its finished (waited-for) children:
+    the measurements run in child processes."""
     try:
         with open("/proc/self/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        return sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
     except (OSError, ValueError, IndexError):
         return 0
 

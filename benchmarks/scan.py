@@ -174,14 +174,19 @@ def measure_times(name, x, grad, reps, device):
 
 
 def memory_child(spec):
-    """Hidden ``--measure-memory`` mode: peak extra RSS (MB) of one forward+backward, in this fresh process."""
+    """Hidden ``--measure-memory`` mode, in a fresh process: peak extra RSS (MB) of the first forward+backward, then
+    the timings. Each contender starts from the same clean heap: after another contender's multi-GB run, glibc's
+    changed mmap/trim thresholds can double the page-fault cost of the next one."""
     shape, fn = tuple(spec["shape"]), contender_fn(spec["name"])
     x, grad = make_inputs((1, 2 * shape[4], 16, *shape[3:]), "cpu")  # tiny warm-up: one-time set-up not counted
     fn(x).backward(grad)
     x, grad = make_inputs(shape, "cpu")
     before = peak_rss_bytes(reset=True)
     fn(x).backward(grad)
-    print(json.dumps({"peak_extra_mb": (peak_rss_bytes() - before) / 2**20}))
+    peak = (peak_rss_bytes() - before) / 2**20
+    clear_grads(x)
+    fwd, fb = measure_times(spec["name"], x, grad, spec["reps"], "cpu")
+    print(json.dumps({"peak_extra_mb": peak, "fwd_ms": fwd, "fwdbwd_ms": fb}))
 
 
 def peak_rss_bytes(reset=False):
@@ -197,9 +202,11 @@ def peak_rss_bytes(reset=False):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
-def measure_memory(name, shape, x, grad, device):
-    """Peak extra memory (MB) of one forward+backward: fresh-subprocess RSS on CPU, allocator peak on CUDA."""
+def measure_case(name, shape, x, grad, reps, device):
+    """Timings and peak extra memory (MB) of one forward+backward: a fresh subprocess on CPU (RSS), the allocator
+    peak on CUDA. Returns ``(fwd, fwdbwd, peak_mb)``."""
     if torch.device(device).type == "cuda":
+        fwd, fb = measure_times(name, x, grad, reps, device)
         clear_grads(x)
         sync(device)
         torch.cuda.reset_peak_memory_stats()
@@ -207,13 +214,14 @@ def measure_memory(name, shape, x, grad, device):
         contender_fn(name)(x).backward(grad)
         sync(device)
         clear_grads(x)
-        return (torch.cuda.max_memory_allocated() - base) / 2**20
-    spec = json.dumps({"shape": list(shape), "name": name})
+        return fwd, fb, (torch.cuda.max_memory_allocated() - base) / 2**20
+    spec = json.dumps({"shape": list(shape), "name": name, "reps": reps})
     proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--measure-memory", spec],
                           capture_output=True, text=True, cwd=ROOT)
     if proc.returncode:
-        raise RuntimeError(f"memory measurement of {name} {shape} failed:\n{proc.stderr}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["peak_extra_mb"]
+        raise RuntimeError(f"measurement of {name} {shape} failed:\n{proc.stderr}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return res["fwd_ms"], res["fwdbwd_ms"], res["peak_extra_mb"]
 
 
 def summarise(row, shape):
@@ -360,8 +368,7 @@ def main():
                 continue
             quiet = wait_until_quiet(max_wait=max_wait)
             with ForeignLoad() as load:
-                fwd, fb = measure_times(name, x, grad, reps, device)
-            mem = measure_memory(name, shape, x, grad, device)
+                fwd, fb, mem = measure_case(name, shape, x, grad, reps, device)
             cases[name] = {"fwd_ms": fwd, "fwdbwd_ms": fb, "peak_extra_mb": mem, "wait": quiet,
                            "foreign_load": load.fraction, "busy": not quiet["quiet"] or (load.fraction or 0) > 0.3}
             print(f"  #{i} {shape} {name:9s} fwd {fwd['min']:9.2f} ms  fwd+bwd {fb['min']:9.2f} ms  "
