@@ -34,6 +34,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mambaseg.ops._chunked import SLAB_BUDGET_BYTES
+
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(1, 96, 4096, 16, 1), (1, 192, 1024, 16, 1), (4, 96, 4096, 16, 1), (1, 768, 4096, 16, 4),
           (1, 96, 4096, 1, 1), (1, 48, 32768, 16, 1)]
@@ -313,7 +315,7 @@ Bar (project target): forward+backward speed-up >= 10x where L >= 4096 (>= 5x fo
 
 ## Notes
 - `loop` is the fastest plain-autograd sequential scan: delta preparation, `exp(delta * A)` and `delta * u * B` in bulk over (B, D, L, N) (B, C broadcast per channel by the group rule), then one `torch.addcmul` per step, `torch.stack`, `(H * C).sum(-1) + D * u`. Its steps come from `unbind`: slicing `dA[:, :, t]` in a loop makes autograd allocate a full-size zero buffer per step in the backward (quadratic in L).
-- The chunked backend keeps a reusable CPU scratch buffer per thread (bounded by its slab budget, ~24 MB); it is created inside the measured forward+backward and so is part of the chunked peak.
+- The chunked backend keeps a reusable CPU scratch buffer per thread: its decays and states for one slab of channels, 2 x 4 B x B D L N at most and bounded by the slab budget ({SLAB_BUDGET_BYTES >> 20} MB); it is created inside the measured forward+backward and so is part of the chunked peak. Each (contender, shape) is timed and measured in its own fresh process: after another contender's multi-GB run, glibc's changed mmap/trim thresholds made the next one's page faults cost up to 2x.
 - Other load %: share of all CPU time used by other processes while the case was timed ('-': too short to tell); before each case the script waited (up to {data['max_wait_s']:.0f} s) until other processes used <= 30 % of the CPUs. Cases that ran while busy: {', '.join(busy) or 'none'}.
 """
     path.write_text(text)
