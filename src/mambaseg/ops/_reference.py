@@ -21,19 +21,19 @@ import torch.nn.functional as F
 from ._checks import expand_bc
 
 
-def prepare_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-    """Casts to fp32 and applies ``delta_bias`` and softplus. Shared by every backend.
+def prepare_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dtype=torch.float32):
+    """Casts to the compute dtype (fp32) and applies ``delta_bias`` and softplus. Shared by every backend.
 
     Returns:
-        ``(u, delta, A, B, C, D, z)`` in fp32, ``delta`` already biased and softplus-ed.
+        ``(u, delta, A, B, C, D, z)`` in ``dtype``, ``delta`` already biased and softplus-ed.
     """
-    u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
+    u, delta, A, B, C = (t.to(dtype) for t in (u, delta, A, B, C))
     if delta_bias is not None:
-        delta = delta + delta_bias.float()[:, None]
+        delta = delta + delta_bias.to(dtype)[:, None]
     if delta_softplus:
         delta = F.softplus(delta)
-    D = D.float() if D is not None else None
-    z = z.float() if z is not None else None
+    D = D.to(dtype) if D is not None else None
+    z = z.to(dtype) if z is not None else None
     return u, delta, A, B, C, D, z
 
 
@@ -53,14 +53,8 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     Computes in fp32 (or in fp64 when the inputs are fp64, which the tests use as the high-precision reference).
     """
     out_dtype = u.dtype
-    if u.dtype == torch.float64:
-        u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
-        delta = delta + delta_bias.double()[:, None] if delta_bias is not None else delta
-        delta = F.softplus(delta) if delta_softplus else delta
-        D = D.double() if D is not None else None
-        z = z.double() if z is not None else None
-    else:
-        u, delta, A, B, C, D, z = prepare_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, delta, A, B, C, D, z = prepare_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dtype)
     batch, dim, length = u.shape
     B_full = expand_bc(B, batch, dim, length)  # (B, D, N, L)
     C_full = expand_bc(C, batch, dim, length)

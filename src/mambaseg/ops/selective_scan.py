@@ -110,7 +110,8 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         z: gate, ``(batch, dim, L)``; the output is multiplied by ``silu(z)``.
         delta_bias: ``(dim,)``, added to ``delta`` before the softplus.
         delta_softplus: apply softplus to ``delta``.
-        return_last_state: also return the final state ``(batch, dim, N)`` (fp32).
+        return_last_state: also return the final state ``(batch, dim, N)`` (fp32). Its gradient is propagated by
+            the ``reference`` and ``chunked`` backends (mamba_ssm's CUDA op does not propagate it).
         backend: ``"auto"``, ``"reference"``, ``"chunked"``, ``"mamba_ssm"`` or any registered name.
 
     Returns:
