@@ -47,7 +47,7 @@ def make_inputs(batch, dim, length, d_state, groups, dtype=torch.float32, seed=0
     return {n: t.to(dtype) for n, t in zip(NAMES, (u, delta, A, B, C, D, z, delta_bias))}
 
 
-def run(backend, inputs, grad_seed=1, dtype=None, **chunk_options):
+def run(backend, inputs, grad_seed=1, dtype=None, softplus=True, **chunk_options):
     """Forward + backward; returns out, last state and the gradient of every input (in a dict).
 
     With ``chunk_options`` (chunk_length, slab_budget_bytes) the chunked backend is called directly.
@@ -57,14 +57,14 @@ def run(backend, inputs, grad_seed=1, dtype=None, **chunk_options):
         fn = functools.partial(selective_scan_chunked, **chunk_options)
     else:
         fn = functools.partial(selective_scan, backend=backend)
-    out, last = fn(*(leaves[n] for n in NAMES[:5]), D=leaves["D"], z=leaves["z"], delta_bias=leaves["delta_bias"],
-                   delta_softplus=True, return_last_state=True)
+    out, last = fn(*(leaves[n] for n in NAMES[:5]), D=leaves["D"], z=leaves["z"], delta_bias=leaves.get("delta_bias"),
+                   delta_softplus=softplus, return_last_state=True)
     gen = torch.Generator().manual_seed(grad_seed)
     g_out = torch.randn(out.shape, generator=gen).to(out.dtype)
     g_last = torch.randn(last.shape, generator=gen).to(last.dtype)
     torch.autograd.backward([out, last], [g_out, g_last])
     res = {"out": out.detach(), "last": last.detach()}
-    res.update({n: t.grad for n, t in leaves.items()})
+    res.update({n: t.grad if t.grad is not None else torch.zeros_like(t) for n, t in leaves.items()})
     return res
 
 
@@ -96,6 +96,19 @@ def test_backend_matches_reference_and_float64(backend, shape):
     assert_close(got, want32, what=f"{backend} vs reference fp32")
     assert_close(got, want64, what=f"{backend} vs reference fp64")
     assert_close(want32, want64, what="reference fp32 vs fp64")
+
+
+@pytest.mark.parametrize("softplus, with_bias", [(False, True), (False, False), (True, False)])
+def test_softplus_and_bias_toggles(softplus, with_bias):
+    """delta_bias and softplus are folded into the chunked Function: every combination, on a padded length."""
+    inputs = make_inputs(2, 8, 45, 16, 2)
+    if not with_bias:
+        del inputs["delta_bias"]
+    got = run("chunked", inputs, softplus=softplus, chunk_length=16)
+    want = run("reference", inputs, dtype=torch.float64, softplus=softplus)
+    for res in (got, want):
+        res.setdefault("delta_bias", torch.zeros(8))
+    assert_close(got, want, what=f"softplus={softplus} bias={with_bias}")
 
 
 def test_mamba_test_shape_long_sequence():

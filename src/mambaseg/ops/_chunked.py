@@ -190,15 +190,23 @@ def _adjoint_carries(slab: _Slab, a: torch.Tensor, dy: torch.Tensor, carry_in: t
 
 
 class ChunkedScanFn(torch.autograd.Function):
-    """Core scan ``y_t = <h_t, C_t>`` on prepared fp32 inputs (delta already biased and softplus-ed), channel-last.
+    """Core scan ``y_t = <h_t, C_t>`` on fp32 channel-last inputs, with the delta bias and softplus folded in.
 
-    Inputs: ``u, delta: (BG, Lp, P)`` with ``Lp`` a multiple of ``T``; ``A3: (G, P, N)``; ``B, C: (BG, Lp, N)``.
-    Outputs: ``y: (BG, Lp, P)`` and ``last_state: (BG, N, P)``.
+    Inputs: ``u, delta: (BG, Lp, P)`` zero-padded from ``length`` to ``Lp``, a multiple of ``T``; ``A3: (G, P, N)``;
+    ``B, C: (BG, Lp, N)``; ``bias: (G, P)`` or None. Outputs: ``y: (BG, Lp, P)`` and ``last_state: (BG, N, P)``.
+    Folding ``softplus(delta + bias)`` in saves its autograd graph: the backward needs only the activated delta,
+    since ``softplus'(x) = 1 - exp(-softplus(x))``.
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A3, B_cl, C_cl, G, T, budget):
+    def forward(ctx, u, delta, A3, B_cl, C_cl, bias, G, T, budget, softplus, length):
         BG, Lp, P = u.shape
+        if bias is not None:
+            delta = delta + bias.repeat(BG // G, 1)[:, None, :]  # row r = (b, g) uses bias[g]
+        if softplus:
+            delta = torch.nn.functional.softplus(delta)
+        if (bias is not None or softplus) and length < Lp:
+            delta[:, length:] = 0  # padded steps stay neutral: decay 1, no input
         N = A3.shape[-1]
         y = u.new_empty(BG, Lp, P)
         last_state = u.new_empty(BG, N, P)
@@ -219,7 +227,7 @@ class ChunkedScanFn(torch.autograd.Function):
                 last_state[r0:r1, :, p0:p1] = last
                 starts_all[r0:r1, :, :, p0:p1] = starts
         ctx.save_for_backward(u, delta, A3, B_cl, C_cl, starts_all)
-        ctx.G, ctx.T, ctx.budget = G, T, budget
+        ctx.G, ctx.T, ctx.budget, ctx.softplus, ctx.has_bias, ctx.length = G, T, budget, softplus, bias is not None, length
         return y, last_state
 
     @staticmethod
@@ -276,7 +284,10 @@ class ChunkedScanFn(torch.autograd.Function):
                 dA_rows = dA_acc.sum(1).transpose(1, 2)  # (bg, p, N)
                 dA.index_add_(0, torch.arange(r0, r1, device=u.device) % G,
                               torch.nn.functional.pad(dA_rows, (0, 0, p0, P - p1)))
-        return du, ddelta, dA, dB, dC, None, None, None
+        if ctx.softplus:
+            ddelta.mul_(-torch.expm1(-delta))  # softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x))
+        dbias = ddelta[:, :ctx.length].sum(1).view(-1, G, P).sum(0) if ctx.has_bias else None
+        return du, ddelta, dA, dB, dC, dbias, None, None, None, None, None
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -289,7 +300,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     """
     out_dtype = u.dtype
     batch, dim, length = u.shape
-    u, delta, A, B, C, D, z = prepare_inputs(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    u, delta, A, B, C, D, z = prepare_inputs(u, delta, A, B, C, D, z, None, False)  # bias, softplus: in the Function
     Bg, Cg = _group_layout(B, batch, dim, length), _group_layout(C, batch, dim, length)
     G = Bg.shape[0] // batch
     if Cg.shape[0] != Bg.shape[0]:  # one of B/C grouped or fixed, the other shared: give both the finer layout
@@ -301,8 +312,9 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     pad = (-length) % T
     channel_last = [(torch.nn.functional.pad(t, (0, pad)) if pad else t).transpose(1, 2).contiguous()
                     for t in (u.reshape(batch * G, P, length), delta.reshape(batch * G, P, length), Bg, Cg)]
-    y, last = ChunkedScanFn.apply(*channel_last[:2], A.reshape(G, P, -1), *channel_last[2:], G, T,
-                                  slab_budget_bytes)
+    bias = delta_bias.float().reshape(G, P) if delta_bias is not None else None
+    y, last = ChunkedScanFn.apply(*channel_last[:2], A.reshape(G, P, -1), *channel_last[2:], bias, G, T,
+                                  slab_budget_bytes, delta_softplus, length)
     y = y[:, :length].transpose(1, 2).reshape(batch, dim, length)
     out = finish_output(y, u, D, z, out_dtype)
     return (out, last.transpose(1, 2).reshape(batch, dim, -1)) if return_last_state else out
