@@ -1,0 +1,11 @@
+"""Segmentation models and their registry.
+
+Importing this package registers every model variant (its only import-time effect).
+Build one by name with :func:`create_model`; see :func:`list_models` and :func:`model_info`.
+"""
+
+from ._registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
+from . import mamba_unet as _mamba_unet  # noqa: F401  (registers mamba_unet, mamba_unet_test)
+from .mamba_unet import MambaUNet
+
+__all__ = ["ModelInfo", "create_model", "is_model", "list_models", "model_info", "register_model", "MambaUNet"]
