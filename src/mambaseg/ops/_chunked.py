@@ -88,9 +88,12 @@ def _group_layout(B: torch.Tensor, batch: int, dim: int, length: int) -> torch.T
 def _slabs(n_rows: int, P: int, elems_per_channel: int, budget: int):
     """Yields ``(row0, row1, [(p0, p1), ...])``: row ranges and the channel ranges of each slab inside them.
 
-    A slab's two working tensors fit ``budget`` bytes (at least one channel per slab).
+    A slab's two working tensors fit ``budget`` bytes (at least one channel per slab), and there are at least two
+    slabs when there are two channels, so the scratch never exceeds the size of one (B, D, L, N) fp32 tensor.
     """
-    max_channels = max(1, budget // (2 * 4 * max(elems_per_channel, 1)))
+    per_channel = 2 * 4 * max(elems_per_channel, 1)
+    budget = min(budget, n_rows * P * per_channel // 2)  # at least two slabs: scratch <= one (B, D, L, N) tensor
+    max_channels = max(1, budget // per_channel)
     if max_channels >= P:
         rows = max(1, max_channels // P)
         for r0 in range(0, n_rows, rows):
