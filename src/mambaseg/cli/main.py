@@ -14,6 +14,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--dim", type=int, default=96, help="channels D of the timed scan")
     demo.add_argument("--d-state", type=int, default=16, help="state size N of the timed scan")
     sub.add_parser("backends", help="list selective-scan backends and which run on this machine")
+    models = sub.add_parser("models", help="table of registered models: params, FLOPs incl. the scan, paper")
+    models.add_argument("--input-size", type=int, nargs="+", default=[224, 224], help="H W (or D H W for 3D)")
+    models.add_argument("--in-channels", type=int, default=1)
+    models.add_argument("--num-classes", type=int, default=4)
+    models.add_argument("--no-flops", action="store_true", help="parameters only (fast)")
+    models.add_argument("--all", action="store_true", help="include the tiny *_test variants")
     return parser
 
 
@@ -23,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import run_demo
 
         return run_demo(length=args.length, dim=args.dim, d_state=args.d_state)
+    if args.command == "models":
+        from .models import print_models
+
+        return print_models(tuple(args.input_size), args.in_channels, args.num_classes, not args.no_flops, args.all)
     if args.command == "backends":
         from .demo import print_backends
 

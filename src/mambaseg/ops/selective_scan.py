@@ -21,9 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import importlib
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -35,6 +37,7 @@ _BACKENDS: dict[str, Callable] = {}
 _AVAILABLE: dict[str, Callable[[torch.Tensor], bool]] = {}
 #: Order in which ``backend="auto"`` tries the backends.
 AUTO_PREFERENCE = ("mamba_ssm", "chunked")
+_AUTO_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("mambaseg_scan_backend", default=None)
 
 
 def register_backend(name: str, fn: Callable, available: Callable[[torch.Tensor], bool] = lambda u: True) -> None:
@@ -76,6 +79,25 @@ def _selective_scan_mamba_ssm(u, delta, A, B, C, D=None, z=None, delta_bias=None
               return_last_state=return_last_state)
 
 
+@contextlib.contextmanager
+def use_backend(backend) -> Iterator[None]:
+    """Within the ``with`` block, calls with ``backend="auto"`` (every block's default) use ``backend``.
+
+    Args:
+        backend: a registered backend name, or a callable with the signature of :func:`selective_scan` minus
+            ``backend`` (used, for example, to count FLOPs with a stand-in).
+
+    Example: ``with use_backend("reference"): model(x)`` runs a whole model on the sequential specification.
+    """
+    if not callable(backend) and backend not in _BACKENDS and backend != "auto":
+        raise ValueError(f"use_backend: unknown backend {backend!r}; choose one of {['auto', *_BACKENDS]}")
+    token = _AUTO_OVERRIDE.set(None if backend == "auto" else backend)
+    try:
+        yield
+    finally:
+        _AUTO_OVERRIDE.reset(token)
+
+
 register_backend("reference", selective_scan_reference)
 register_backend("chunked", selective_scan_chunked)
 register_backend("mamba_ssm", _selective_scan_mamba_ssm, _mamba_ssm_available)
@@ -83,6 +105,8 @@ register_backend("mamba_ssm", _selective_scan_mamba_ssm, _mamba_ssm_available)
 
 def resolve_backend(backend: str, u: torch.Tensor) -> str:
     """Maps ``"auto"`` to a concrete backend for ``u`` and checks that a named backend exists and can run."""
+    if backend == "auto" and isinstance(_AUTO_OVERRIDE.get(), str):
+        backend = _AUTO_OVERRIDE.get()
     if backend == "auto":
         return next(n for n in AUTO_PREFERENCE + tuple(_BACKENDS) if n in _BACKENDS and _AVAILABLE[n](u))
     if backend not in _BACKENDS:
@@ -118,6 +142,7 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         ``out: (batch, dim, L)`` in the dtype of ``u`` (accumulated in fp32), and the last state if asked.
     """
     check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
-    fn = _BACKENDS[resolve_backend(backend, u)]
+    override = _AUTO_OVERRIDE.get()
+    fn = override if backend == "auto" and callable(override) else _BACKENDS[resolve_backend(backend, u)]
     return fn(u, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
               return_last_state=return_last_state)
