@@ -6,6 +6,8 @@ Build one by name with :func:`create_model`; see :func:`list_models` and :func:`
 
 from ._registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
 from . import mamba_unet as _mamba_unet  # noqa: F401  (registers mamba_unet, mamba_unet_test)
+from . import unet  # noqa: F401
+from . import umamba  # noqa: F401
 from . import vm_unet  # noqa: F401
 from .mamba_unet import MambaUNet
 

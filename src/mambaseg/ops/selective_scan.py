@@ -8,7 +8,8 @@ Backends:
     ``reference``  sequential recurrence, the specification (slow; for tests).
     ``chunked``    two-level chunked scan in pure PyTorch with a memory-lean custom backward (CPU and GPU).
     ``mamba_ssm``  mamba_ssm's CUDA kernel, when that package imports and the tensors are on CUDA.
-    ``auto``       the fastest available for the given tensors.
+    ``auto``       the fastest available for the given tensors; ``reference`` while tracing or exporting to ONNX
+                   (the chunked backend's autograd Function is not traceable; the exported graph unrolls L).
 
 Example:
     >>> import torch
@@ -107,6 +108,8 @@ def resolve_backend(backend: str, u: torch.Tensor) -> str:
     """Maps ``"auto"`` to a concrete backend for ``u`` and checks that a named backend exists and can run."""
     if backend == "auto" and isinstance(_AUTO_OVERRIDE.get(), str):
         backend = _AUTO_OVERRIDE.get()
+    if backend == "auto" and (torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()):
+        return "reference"  # traceable: plain tensor ops (the exported graph unrolls the L steps)
     if backend == "auto":
         return next(n for n in AUTO_PREFERENCE + tuple(_BACKENDS) if n in _BACKENDS and _AVAILABLE[n](u))
     if backend not in _BACKENDS:
