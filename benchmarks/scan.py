@@ -28,12 +28,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from _common import peak_rss_bytes, sync, timed  # benchmarks/ is on sys.path when this runs as a script
 from mambaseg.ops._chunked import SLAB_BUDGET_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -109,27 +109,6 @@ def self_check():
     return errors
 
 
-def sync(device):
-    """Waits for queued GPU work (no-op on CPU)."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn, reps, device, setup=None):
-    """One warm-up call, then ``reps`` timed calls of ``fn`` (``setup`` runs untimed before each): seconds."""
-    times = []
-    for i in range(reps + 1):
-        if setup:
-            setup()
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        if i:
-            times.append(time.perf_counter() - t0)
-    return times
-
-
 def measure_floors(device, reps, scale):
     """exp throughput (16M and 1M fp32 elements), copy bandwidth (64M floats, read+write) and sgemm rate."""
     out = {}
@@ -189,19 +168,6 @@ def memory_child(spec):
     clear_grads(x)
     fwd, fb = measure_times(spec["name"], x, grad, spec["reps"], "cpu")
     print(json.dumps({"peak_extra_mb": peak, "fwd_ms": fwd, "fwdbwd_ms": fb}))
-
-
-def peak_rss_bytes(reset=False):
-    """Peak resident memory of this process. On Linux it is VmHWM, reset first if asked (ru_maxrss cannot be used
-    there: it survives fork and execve, so a child of a large parent starts with the parent's peak)."""
-    import resource
-    status = Path("/proc/self/status")
-    if status.exists():
-        if reset:
-            Path("/proc/self/clear_refs").write_text("5")
-        kib = next(line.split()[1] for line in status.read_text().splitlines() if line.startswith("VmHWM:"))
-        return int(kib) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
 def measure_case(name, shape, x, grad, reps, device):
