@@ -8,9 +8,12 @@ from ._registry import ModelInfo, create_model, is_model, list_models, model_inf
 from . import mamba_unet as _mamba_unet  # noqa: F401  (registers mamba_unet, mamba_unet_test)
 from . import unet  # noqa: F401
 from . import umamba  # noqa: F401
+from . import umamba_enc  # noqa: F401
 from . import vm_unet  # noqa: F401
+from . import lightm_unet  # noqa: F401
 from . import ultralight_vm_unet  # noqa: F401
 from . import h_vmunet  # noqa: F401
+from . import swin_unet  # noqa: F401
 from .mamba_unet import MambaUNet
 
 __all__ = ["ModelInfo", "create_model", "is_model", "list_models", "model_info", "register_model", "MambaUNet"]

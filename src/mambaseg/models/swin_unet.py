@@ -1,0 +1,250 @@
+"""Swin-UNet: a pure-Transformer U-Net (the baseline Mamba-UNet is compared against).
+
+Paper:
+    H. Cao, Y. Wang, J. Chen, D. Jiang, X. Zhang, Q. Tian, M. Wang, "Swin-Unet: Unet-like Pure
+    Transformer for Medical Image Segmentation", arXiv:2105.05537. Mamba-UNet (arXiv:2402.05079)
+    trains it as its Transformer baseline on ACDC.
+
+Official code (read at HuCaoFighting/Swin-Unet 1c8b3e8, not copied):
+``networks/swin_transformer_unet_skip_expand_decoder_sys.py`` (``SwinTransformerSys``,
+``BasicLayer``, ``BasicLayer_up``, ``PatchEmbed``, ``PatchMerging``, ``PatchExpand``,
+``FinalPatchExpand_X4``), ``networks/vision_transformer.py`` (``SwinUnet``, the wrapper) and
+``configs/swin_tiny_patch4_window7_224_lite.yaml``. The Swin block is
+:class:`mambaseg.blocks.swin.SwinTransformerBlock`. Mamba-UNet is this skeleton with the Swin
+blocks replaced by VSS blocks, so the skeleton modules (patch embedding, merging, expanding,
+final x4 expanding) are those of :mod:`mambaseg.models.mamba_unet`, whose parameter names and
+layouts match the official Swin-UNet ones.
+
+Configuration followed (``create_model("swin_unet", in_channels=3, num_classes=4)``, the
+official ACDC setting of the yaml above): img 224, patch 4, embed_dim 96, depths (2, 2, 2, 2),
+num_heads (3, 6, 12, 24), window 7, mlp_ratio 4, qkv_bias True, drop_path_rate 0.2 (yaml
+``DROP_PATH_RATE``; the class default is 0.1), dropout 0, ape False, patch_norm True;
+27,168,420 parameters. That count was obtained by instantiating a faithful scratch transcription
+of the official ``SwinTransformerSys`` (deleted afterwards, not part of this repository) and
+cross-checked with a by-hand count (see ``tests/models/test_swin_unet.py``); the state-dict keys and
+shapes of this model equal the official ones (``attn_mask`` buffers included at 224).
+
+Decoder depths: the official ``SwinTransformerSys`` has a ``depths_decoder`` argument (default
+``[1, 2, 2, 2]``; the yaml says ``DECODER_DEPTHS: [2, 2, 2, 1]``) but never uses it: each decoder
+stage takes ``depths`` of the encoder stage at its resolution, and ``SwinUnet`` does not even pass
+it. Here ``depths_decoder=None`` reproduces that (the count above); a sequence gives the number of
+blocks of the decoder stage at each encoder resolution (same indexing as ``depths``; entry 0 is
+the highest resolution, the last entry is unused because the bottleneck has no decoder stage).
+Stochastic depth: ``linspace(0, drop_path_rate, sum(depths))`` over the encoder; each decoder
+stage reuses the rates of the encoder stage at its resolution (official); with custom decoder
+depths the decoder uses its own ``linspace`` over ``sum(depths_decoder)``.
+
+Module names mirror ``SwinTransformerSys``: ``patch_embed``, ``layers`` (Swin stages with
+``blocks`` and ``downsample``), ``layers_up`` (``layers_up.0`` is a PatchExpand alone, then Swin
+stages with ``upsample`` except the last), ``concat_back_dim``, ``norm``, ``norm_up``, ``up``,
+``output``. Blocks alternate W-MSA / SW-MSA (shift ``window // 2``), and a stage whose grid at
+``img_size`` is not larger than the window uses window = grid and no shift (official rule: at 224
+the 7x7 bottleneck has two unshifted blocks).
+
+Deliberate differences:
+    * No channel repetition: the official ``SwinUnet.forward`` repeats a 1-channel input to 3
+      channels; here ``in_channels`` goes straight to the patch embedding.
+    * Any input size: H, W are padded (replicate) to multiples of ``patch_size * 2**(len(depths)-1)``
+      and the logits cropped back (as :class:`~mambaseg.models.mamba_unet.MambaUNet`); inside each
+      Swin block the grid is zero-padded to a multiple of the window with padded keys masked out
+      (see :mod:`mambaseg.blocks.swin`). At ``img_size`` (224) nothing is padded and the
+      computation is the official one. ``img_size`` only fixes the per-stage window/shift rule
+      and the precomputed masks; the official model only accepts ``img_size`` inputs.
+    * Blocks work channel-last ``(B, H, W, C)`` instead of ``(B, H*W, C)`` (no parameter change).
+    * ``ape`` (absolute position embedding, off in the official config), ``qk_scale``,
+      ``drop_rate``/``attn_drop_rate`` (0 in the config) and checkpointing are not arguments.
+    * ``spatial_dims`` must be 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mambaseg.blocks.swin import SwinTransformerBlock
+from mambaseg.models._registry import register_model
+from mambaseg.models.mamba_unet import (
+    FinalPatchExpand,
+    PatchEmbed2D,
+    PatchExpand,
+    PatchMerging2D,
+)
+
+__all__ = ["SwinStage", "SwinUNet"]
+
+
+class SwinStage(nn.Module):
+    """``depth`` Swin blocks (W-MSA, SW-MSA, ...), then an optional resampler (official ``BasicLayer``/``BasicLayer_up``).
+
+    Shape: ``(B, H, W, C)`` -> ``(B, H, W, C)`` or the resampler's output shape.
+    """
+
+    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
+                 drop_path: Sequence[float], input_resolution: Sequence[int], qkv_bias: bool = True,
+                 downsample: bool = False, upsample: bool = False) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(dim, num_heads, window_size=window_size,
+                                 shift_size=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio,
+                                 qkv_bias=qkv_bias, drop_path=drop_path[i], input_resolution=input_resolution)
+            for i in range(depth))
+        if downsample:
+            self.downsample = PatchMerging2D(dim)
+        if upsample:
+            self.upsample = PatchExpand(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for blk in self.blocks:
+            x = blk(x)
+        if hasattr(self, "downsample"):
+            x = self.downsample(x)
+        if hasattr(self, "upsample"):
+            x = self.upsample(x)
+        return x
+
+
+class SwinUNet(nn.Module):
+    """Swin-UNet (official ``SwinTransformerSys``) for 2D segmentation.
+
+    Args:
+        in_channels: Input channels (used directly by the patch embedding).
+        num_classes: Output channels (logits).
+        spatial_dims: Must be 2.
+        img_size: Reference input side: fixes each stage's grid for the window-shrinking rule and the
+            precomputed shifted-window masks. Other sizes work too (padding, see the module docstring).
+        patch_size: Patch-embedding stride (and final expanding factor).
+        embed_dim: Width of the first stage; stage ``i`` has ``embed_dim * 2**i``.
+        depths: Swin blocks per encoder stage.
+        depths_decoder: Swin blocks of the decoder stage at each encoder resolution; ``None`` = ``depths``
+            (what the official code actually does).
+        num_heads: Attention heads per stage (decoder stages use those of their resolution).
+        window_size: Attention window side.
+        mlp_ratio: MLP hidden width / channels.
+        drop_path_rate: Maximum stochastic-depth rate (linear schedule).
+        qkv_bias: Bias in the qkv projections.
+        patch_norm: LayerNorm after the patch embedding.
+
+    Shape:
+        Input ``(B, in_channels, H, W)`` of any size, output logits ``(B, num_classes, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2, img_size: int = 224,
+                 patch_size: int = 4, embed_dim: int = 96, depths: Sequence[int] = (2, 2, 2, 2),
+                 depths_decoder: Sequence[int] | None = None, num_heads: Sequence[int] = (3, 6, 12, 24),
+                 window_size: int = 7, mlp_ratio: float = 4.0, drop_path_rate: float = 0.2,
+                 qkv_bias: bool = True, patch_norm: bool = True) -> None:
+        super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(f"SwinUNet is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")
+        depths = tuple(int(d) for d in depths)
+        n = len(depths)
+        if n < 1:
+            raise ValueError("depths must have at least one stage")
+        num_heads = tuple(int(h) for h in num_heads)
+        if len(num_heads) != n:
+            raise ValueError(f"num_heads needs {n} entries, got {num_heads}")
+        dec = depths if depths_decoder is None else tuple(int(d) for d in depths_decoder)
+        if len(dec) != n:
+            raise ValueError(f"depths_decoder needs {n} entries, got {dec}")
+        self.in_channels, self.num_classes, self.patch_size = in_channels, num_classes, patch_size
+        self.size_divisor = patch_size * 2 ** (n - 1)
+        dims = [embed_dim * 2 ** i for i in range(n)]
+        grid = img_size // patch_size
+        res = [(grid // 2 ** i, grid // 2 ** i) for i in range(n)]
+
+        self.patch_embed = PatchEmbed2D(in_channels, embed_dim, patch_size, patch_norm)
+
+        def schedule(ds):
+            dpr = torch.linspace(0, drop_path_rate, sum(ds), device="cpu").tolist()  # cpu: buildable on meta
+            return [dpr[sum(ds[:i]):sum(ds[:i + 1])] for i in range(n)]
+
+        rates = schedule(depths)
+        rates_dec = rates if dec == depths else schedule(dec)
+        common = {"window_size": window_size, "mlp_ratio": mlp_ratio, "qkv_bias": qkv_bias}
+
+        self.layers = nn.ModuleList(
+            SwinStage(dims[i], depths[i], num_heads[i], drop_path=rates[i], input_resolution=res[i],
+                      downsample=i < n - 1, **common)
+            for i in range(n))
+
+        self.layers_up = nn.ModuleList()
+        self.concat_back_dim = nn.ModuleList()
+        for j in range(n):
+            i = n - 1 - j  # encoder stage at this resolution
+            if j == 0:
+                self.layers_up.append(PatchExpand(dims[i]) if n > 1 else nn.Identity())
+                self.concat_back_dim.append(nn.Identity())
+            else:
+                self.layers_up.append(SwinStage(dims[i], dec[i], num_heads[i], drop_path=rates_dec[i],
+                                                input_resolution=res[i], upsample=i > 0, **common))
+                self.concat_back_dim.append(nn.Linear(2 * dims[i], dims[i]))
+
+        self.norm = nn.LayerNorm(dims[-1])
+        self.norm_up = nn.LayerNorm(embed_dim)
+        self.up = FinalPatchExpand(embed_dim, scale=patch_size)
+        self.output = nn.Conv2d(embed_dim, num_classes, kernel_size=1, bias=False)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        # As SwinTransformerSys._init_weights (relative position tables keep their trunc-normal(0.02) init).
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: Tensor):
+        """Encoder: ``(B, C_in, H, W)`` -> bottleneck ``(B, H/32, W/32, 8E)`` and the per-stage inputs (skips)."""
+        x = self.patch_embed(x)
+        skips = []
+        for layer in self.layers:
+            skips.append(x)
+            x = layer(x)
+        return self.norm(x), skips
+
+    def forward_up_features(self, x: Tensor, skips) -> Tensor:
+        """Decoder: bottleneck -> ``(B, H/4, W/4, E)``."""
+        n = len(self.layers_up)
+        for j, layer_up in enumerate(self.layers_up):
+            if j > 0:
+                x = self.concat_back_dim[j](torch.cat([x, skips[n - 1 - j]], dim=-1))
+            x = layer_up(x)
+        return self.norm_up(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"SwinUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        m = self.size_divisor
+        ph, pw = (-h) % m, (-w) % m
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x, skips = self.forward_features(x)
+        x = self.up(self.forward_up_features(x, skips))  # (B, Hp, Wp, E)
+        x = self.output(x.permute(0, 3, 1, 2).contiguous())
+        return x[..., :h, :w] if (ph or pw) else x
+
+
+_ACDC_CFG = {"img_size": 224, "patch_size": 4, "embed_dim": 96, "depths": (2, 2, 2, 2), "depths_decoder": None,
+                 "num_heads": (3, 6, 12, 24), "window_size": 7, "mlp_ratio": 4.0, "drop_path_rate": 0.2}
+_TEST_CFG = {"img_size": 224, "patch_size": 4, "embed_dim": 12, "depths": (1, 1, 1, 1), "depths_decoder": None,
+                 "num_heads": (1, 1, 2, 2), "window_size": 4, "mlp_ratio": 4.0, "drop_path_rate": 0.1}
+
+
+@register_model(family="swin_unet", paper="arXiv:2105.05537", spatial_dims=(2,), default_cfg=_ACDC_CFG)
+def swin_unet(**kwargs) -> SwinUNet:
+    """Swin-UNet, official ACDC configuration of Mamba-UNet's baseline (27,168,420 parameters for 3 -> 4)."""
+    return SwinUNet(**{**_ACDC_CFG, **kwargs})
+
+
+@register_model(family="swin_unet", paper="arXiv:2105.05537", spatial_dims=(2,), default_cfg=_TEST_CFG)
+def swin_unet_test(**kwargs) -> SwinUNet:
+    """Tiny Swin-UNet for tests (embed_dim 12, depths (1, 1, 1, 1), heads (1, 1, 2, 2), window 4)."""
+    return SwinUNet(**{**_TEST_CFG, **kwargs})
