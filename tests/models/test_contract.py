@@ -8,6 +8,7 @@ Full-size variants are checked against the official parameter counts in each mod
 from __future__ import annotations
 
 import io
+import os
 
 import pytest
 import torch
@@ -20,9 +21,7 @@ SMALL_SIZE = {2: (32, 32), 3: (16, 16, 16)}
 
 
 def cases():
-    for name in TINY:
-        for dims in model_info(name).spatial_dims:
-            yield pytest.param(name, dims, id=f"{name}-{dims}d")
+    return [pytest.param(name, dims, id=f"{name}-{dims}d") for name in TINY for dims in model_info(name).spatial_dims]
 
 
 def build(name, dims, in_channels, num_classes=3):
@@ -80,13 +79,19 @@ def test_eval_is_deterministic(name, dims):
         assert torch.equal(full_resolution(model(x)), full_resolution(model(x)))
 
 
+ONNX_SIZE = {2: (16, 16), 3: (8, 8, 8)}
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # size-dependent padding is traced as constant
 @pytest.mark.parametrize("name, dims", cases())
 def test_onnx_export_matches_pytorch(name, dims):
+    """Export traces the reference scan, unrolled over the sequence: minutes for 3D models on 2 cores."""
+    if dims == 3 and os.environ.get("MAMBASEG_TEST_ONNX_3D") != "1":
+        pytest.skip("3D ONNX export unrolls the scan over every voxel (minutes on CPU); set MAMBASEG_TEST_ONNX_3D=1")
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install mambaseg[test])")
     model = build(name, dims, 1).eval()
-    x = torch.randn(1, 1, *SMALL_SIZE[dims])
+    x = torch.randn(1, 1, *ONNX_SIZE[dims])
     buffer = io.BytesIO()
     with torch.no_grad():
         want = full_resolution(model(x))

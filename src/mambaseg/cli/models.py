@@ -26,9 +26,13 @@ def model_table(input_size: tuple, in_channels: int = 1, num_classes: int = 4, f
         model = create_model(name, **kwargs)
         row["params"] = count_parameters(model)
         if flops:
-            counted = count_flops(model, (1, in_channels, *input_size))
-            row["gflops"] = counted["total"] / 1e9
-            row["scan_share"] = counted["scan"] / max(counted["total"], 1)
+            try:
+                counted = count_flops(model, (1, in_channels, *input_size))
+            except (RuntimeError, ValueError) as err:  # e.g. a 7-stage nnU-Net at 64x64 reaches a 1x1 bottleneck
+                row["error"] = f"{type(err).__name__}: {err}"
+            else:
+                row["gflops"] = counted["total"] / 1e9
+                row["scan_share"] = counted["scan"] / max(counted["total"], 1)
         rows.append(row)
     return rows
 
@@ -45,4 +49,6 @@ def print_models(input_size: tuple, in_channels: int, num_classes: int, flops: b
         gflops = f"{r['gflops']:.2f}" if r["gflops"] is not None else "-"
         share = f"{100 * r['scan_share']:.1f}" if r["scan_share"] is not None else "-"
         print(f"{r['name']:<22}{r['family']:<16}{r['dims']:<7}{params:>14}{gflops:>10}{share:>8}  {r['paper']}")
+        if "error" in r:
+            print(f"{'':<22}FLOPs not counted at this input size: {r['error'][:100]}")
     return 0
