@@ -48,10 +48,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks import VSSBlock
+from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 
 __all__ = ["MambaUNet", "PatchEmbed2D", "PatchMerging2D", "PatchExpand", "FinalPatchExpand", "VSSStage"]
@@ -250,15 +250,11 @@ class MambaUNet(nn.Module):
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"MambaUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        m = self.size_divisor
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x, spatial = pad_to_multiple(x, self.size_divisor)
         x, skips = self.forward_features(x)
         x = self.up(self.forward_up_features(x, skips))  # (B, Hp, Wp, E)
         x = self.output(x.permute(0, 3, 1, 2).contiguous())
-        return x[..., :h, :w] if (ph or pw) else x
+        return crop_to(x, spatial)
 
 
 _ACDC_CFG = dict(patch_size=4, embed_dim=96, depths=(2, 2, 2, 2), d_state=16, drop_path_rate=0.2, scan="cross")

@@ -61,10 +61,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks.swin import SwinTransformerBlock
+from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import (
     FinalPatchExpand,
@@ -221,15 +221,11 @@ class SwinUNet(nn.Module):
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"SwinUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        m = self.size_divisor
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x, spatial = pad_to_multiple(x, self.size_divisor)
         x, skips = self.forward_features(x)
         x = self.up(self.forward_up_features(x, skips))  # (B, Hp, Wp, E)
         x = self.output(x.permute(0, 3, 1, 2).contiguous())
-        return x[..., :h, :w] if (ph or pw) else x
+        return crop_to(x, spatial)
 
 
 _ACDC_CFG = {"img_size": 224, "patch_size": 4, "embed_dim": 96, "depths": (2, 2, 2, 2), "depths_decoder": None,

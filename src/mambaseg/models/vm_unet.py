@@ -54,10 +54,10 @@ from __future__ import annotations
 from typing import List, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks import VSSBlock
+from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import MambaUNet, PatchEmbed2D, PatchExpand, VSSStage, _pixel_unshuffle_last
 
@@ -187,15 +187,11 @@ class VMUNet(nn.Module):
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"VMUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        m = self.size_divisor
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        x, spatial = pad_to_multiple(x, self.size_divisor)
         x, skips = self.forward_features(x)
         x = self.final_up(self.forward_features_up(x, skips))  # (B, Hp, Wp, E/4)
         x = self.final_conv(x.permute(0, 3, 1, 2).contiguous())
-        return x[..., :h, :w] if (ph or pw) else x
+        return crop_to(x, spatial)
 
 
 _ISIC_CFG = dict(depths=(2, 2, 2, 2), depths_decoder=(2, 2, 2, 1), embed_dim=96, d_state=16,
