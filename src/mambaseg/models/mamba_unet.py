@@ -249,7 +249,7 @@ class MambaUNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"MambaUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"{type(self).__name__} expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
         x, spatial = pad_to_multiple(x, self.size_divisor)
         x, skips = self.forward_features(x)
         x = self.up(self.forward_up_features(x, skips))  # (B, Hp, Wp, E)

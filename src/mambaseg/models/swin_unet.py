@@ -64,10 +64,10 @@ import torch
 from torch import Tensor, nn
 
 from mambaseg.blocks.swin import SwinTransformerBlock
-from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import (
     FinalPatchExpand,
+    MambaUNet,
     PatchEmbed2D,
     PatchExpand,
     PatchMerging2D,
@@ -199,33 +199,10 @@ class SwinUNet(nn.Module):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
-    def forward_features(self, x: Tensor):
-        """Encoder: ``(B, C_in, H, W)`` -> bottleneck ``(B, H/32, W/32, 8E)`` and the per-stage inputs (skips)."""
-        x = self.patch_embed(x)
-        skips = []
-        for layer in self.layers:
-            skips.append(x)
-            x = layer(x)
-        return self.norm(x), skips
-
-    def forward_up_features(self, x: Tensor, skips) -> Tensor:
-        """Decoder: bottleneck -> ``(B, H/4, W/4, E)``."""
-        n = len(self.layers_up)
-        for j, layer_up in enumerate(self.layers_up):
-            if j > 0:
-                x = self.concat_back_dim[j](torch.cat([x, skips[n - 1 - j]], dim=-1))
-            x = layer_up(x)
-        return self.norm_up(x)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"SwinUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        x, spatial = pad_to_multiple(x, self.size_divisor)
-        x, skips = self.forward_features(x)
-        x = self.up(self.forward_up_features(x, skips))  # (B, Hp, Wp, E)
-        x = self.output(x.permute(0, 3, 1, 2).contiguous())
-        return crop_to(x, spatial)
+    # The encoder/decoder walk, padding and head are Mamba-UNet's (the same Swin-UNet skeleton).
+    forward_features = MambaUNet.forward_features
+    forward_up_features = MambaUNet.forward_up_features
+    forward = MambaUNet.forward
 
 
 _ACDC_CFG = {"img_size": 224, "patch_size": 4, "embed_dim": 96, "depths": (2, 2, 2, 2), "depths_decoder": None,
