@@ -14,6 +14,7 @@ from . import lightm_unet  # noqa: F401
 from . import ultralight_vm_unet  # noqa: F401
 from . import h_vmunet  # noqa: F401
 from . import swin_unet  # noqa: F401
+from . import swin_umamba  # noqa: F401
 from .mamba_unet import MambaUNet
 
 __all__ = ["ModelInfo", "create_model", "is_model", "list_models", "model_info", "register_model", "MambaUNet"]
