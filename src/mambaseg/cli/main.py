@@ -20,6 +20,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--num-classes", type=int, default=4)
     models.add_argument("--no-flops", action="store_true", help="parameters only (fast)")
     models.add_argument("--all", action="store_true", help="include the tiny *_test variants")
+    from .data import add_data_parser
+
+    add_data_parser(sub)
     return parser
 
 
@@ -37,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import print_backends
 
         return print_backends()
+    if args.command == "data":
+        from .data import run_data
+
+        return run_data(args)
     return 2
 
 

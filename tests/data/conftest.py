@@ -1,0 +1,26 @@
+"""Shared fixtures for the data-layer tests: the real datasets under ``../shared/data``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+
+def _shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        reason = f"real dataset {name!r} not found at {path} (see shared/data/README.md)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    """Return a function mapping a dataset folder name to its path, skipping (failing on CI) when absent."""
+    return _shared
