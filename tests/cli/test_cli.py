@@ -24,4 +24,4 @@ def test_models_table_counts_flops_with_the_scan(capsys):
 
 def test_backends(capsys):
     assert main(["backends"]) == 0
-    assert "cpu: reference, chunked\n" in capsys.readouterr().out
+    assert "cpu: reference, chunked, numba\n" in capsys.readouterr().out

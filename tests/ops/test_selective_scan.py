@@ -14,6 +14,7 @@ import torch
 
 from mambaseg.ops import list_backends, selective_scan
 from mambaseg.ops._chunked import selective_scan_chunked
+from mambaseg.ops._numba import numba_available
 from mambaseg.ops.selective_scan import resolve_backend
 
 TOL = {  # name -> (rtol, atol), fp32
@@ -111,10 +112,11 @@ def test_softplus_and_bias_toggles(softplus, with_bias):
     assert_close(got, want, what=f"softplus={softplus} bias={with_bias}")
 
 
-def test_mamba_test_shape_long_sequence():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_mamba_test_shape_long_sequence(backend):
     """mamba_ssm's own test case at its longest sequence: batch 2, dim 4, d_state 8, 2 groups, L = 4096."""
     inputs = make_inputs(2, 4, 4096, 8, 2)
-    assert_close(run("chunked", inputs), run("reference", inputs, dtype=torch.float64), what="L=4096")
+    assert_close(run(backend, inputs), run("reference", inputs, dtype=torch.float64), what="L=4096")
 
 
 @pytest.mark.parametrize("chunk_length, budget", [(1, 2**30), (7, 1), (16, 4096), (256, 2**30)])
@@ -125,19 +127,21 @@ def test_chunk_and_slab_settings_do_not_change_results(chunk_length, budget):
     assert_close(got, run("reference", inputs, dtype=torch.float64), what=f"T={chunk_length} budget={budget}")
 
 
-def test_strong_decay_stays_finite_and_exact():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_strong_decay_stays_finite_and_exact(backend):
     inputs = make_inputs(2, 4, 512, 16, 1, strong_decay=True)
-    got = run("chunked", inputs)
+    got = run(backend, inputs)
     assert all(torch.isfinite(t).all() for t in got.values())
     assert_close(got, run("reference", inputs, dtype=torch.float64), what="strong decay")
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("dtype, rtol, atol", [(torch.float16, 3e-3, 5e-3), (torch.bfloat16, 3e-2, 5e-2)])
-def test_half_precision_inputs_accumulate_in_fp32(dtype, rtol, atol):
+def test_half_precision_inputs_accumulate_in_fp32(dtype, rtol, atol, backend):
     inputs = {n: t.to(dtype) for n, t in make_inputs(2, 8, 300, 16, 2).items()}
     leaves = [inputs[n] for n in NAMES[:5]]
     kw = dict(D=inputs["D"], z=inputs["z"], delta_bias=inputs["delta_bias"], delta_softplus=True)
-    out = selective_scan(*leaves, backend="chunked", **kw)
+    out = selective_scan(*leaves, backend=backend, **kw)
     assert out.dtype == dtype
     # the same (already rounded) inputs in float64: the only error left is the output rounding and fp32 sums
     want = selective_scan(*(t.double() for t in leaves), backend="reference",
@@ -145,20 +149,21 @@ def test_half_precision_inputs_accumulate_in_fp32(dtype, rtol, atol):
     torch.testing.assert_close(out.double(), want, rtol=rtol, atol=atol)
 
 
-def test_no_full_size_tensor_is_saved_for_backward():
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_no_full_size_tensor_is_saved_for_backward(backend):
     batch, dim, length, d_state = 1, 16, 1024, 16
     inputs = make_inputs(batch, dim, length, d_state, 1)
     leaves = [inputs[n].requires_grad_() for n in NAMES[:5]]
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
-        out = selective_scan(*leaves, delta_softplus=True, backend="chunked")
+        out = selective_scan(*leaves, delta_softplus=True, backend=backend)
     assert max(saved) < batch * dim * length * d_state / 8, f"largest saved tensor has {max(saved)} elements"
     out.sum().backward()
 
 
-def test_auto_uses_chunked_on_cpu_and_errors_are_clear():
+def test_auto_uses_the_fused_cpu_kernel_when_numba_imports_and_errors_are_clear():
     inputs = make_inputs(1, 4, 10, 3, 1)
-    assert resolve_backend("auto", inputs["u"]) == "chunked"
+    assert resolve_backend("auto", inputs["u"]) == ("numba" if numba_available() else "chunked")
     args = [inputs[n] for n in NAMES[:5]]
     with pytest.raises(ValueError, match="unknown backend 'nope'"):
         selective_scan(*args, backend="nope")

@@ -8,7 +8,8 @@ Backends:
     ``reference``  sequential recurrence, the specification (slow; for tests).
     ``chunked``    two-level chunked scan in pure PyTorch with a memory-lean custom backward (CPU and GPU).
     ``mamba_ssm``  mamba_ssm's CUDA kernel, when that package imports and the tensors are on CUDA.
-    ``auto``       the fastest available for the given tensors; ``reference`` while tracing or exporting to ONNX
+    ``numba``      fused CPU kernels compiled at first use by Numba (a wheel; no C compiler), when it imports.
+    ``auto``       the fastest available for the given tensors (mamba_ssm on CUDA, numba on CPU, else chunked); ``reference`` while tracing or exporting to ONNX
                    (the chunked backend's autograd Function is not traceable; the exported graph unrolls L).
 
 Example:
@@ -31,13 +32,14 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from ._checks import check_scan_inputs
+from ._numba import numba_available, selective_scan_numba
 from ._chunked import selective_scan_chunked
 from ._reference import selective_scan_reference
 
 _BACKENDS: dict[str, Callable] = {}
 _AVAILABLE: dict[str, Callable[[torch.Tensor], bool]] = {}
 #: Order in which ``backend="auto"`` tries the backends.
-AUTO_PREFERENCE = ("mamba_ssm", "chunked")
+AUTO_PREFERENCE = ("mamba_ssm", "numba", "chunked")
 _AUTO_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("mambaseg_scan_backend", default=None)
 
 
@@ -102,6 +104,7 @@ def use_backend(backend) -> Iterator[None]:
 register_backend("reference", selective_scan_reference)
 register_backend("chunked", selective_scan_chunked)
 register_backend("mamba_ssm", _selective_scan_mamba_ssm, _mamba_ssm_available)
+register_backend("numba", selective_scan_numba, lambda u: u.device.type == "cpu" and numba_available())
 
 
 def resolve_backend(backend: str, u: torch.Tensor) -> str:
