@@ -23,6 +23,14 @@ def build_parser() -> argparse.ArgumentParser:
     from .data import add_data_parser
 
     add_data_parser(sub)
+    from .evaluate import add_evaluate_parser
+    from .predict import add_predict_parser
+
+    add_predict_parser(sub)
+    add_evaluate_parser(sub)
+    from .train import add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 
@@ -44,6 +52,18 @@ def main(argv: list[str] | None = None) -> int:
         from .data import run_data
 
         return run_data(args)
+    if args.command == "predict":
+        from .predict import run_predict
+
+        return run_predict(args)
+    if args.command == "evaluate":
+        from .evaluate import run_evaluate
+
+        return run_evaluate(args)
+    if args.command == "train":
+        from .train import run_train
+
+        return run_train(args)
     return 2
 
 
