@@ -99,13 +99,14 @@ def test_backend_matches_reference_and_float64(backend, shape):
     assert_close(want32, want64, what="reference fp32 vs fp64")
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("softplus, with_bias", [(False, True), (False, False), (True, False)])
-def test_softplus_and_bias_toggles(softplus, with_bias):
-    """delta_bias and softplus are folded into the chunked Function: every combination, on a padded length."""
+def test_softplus_and_bias_toggles(softplus, with_bias, backend):
+    """delta_bias and softplus are folded into the backends' Functions: every combination, on a padded length."""
     inputs = make_inputs(2, 8, 45, 16, 2)
     if not with_bias:
         del inputs["delta_bias"]
-    got = run("chunked", inputs, softplus=softplus, chunk_length=16)
+    got = run(backend, inputs, softplus=softplus, **({"chunk_length": 16} if backend == "chunked" else {}))
     want = run("reference", inputs, dtype=torch.float64, softplus=softplus)
     for res in (got, want):
         res.setdefault("delta_bias", torch.zeros(8))

@@ -135,9 +135,11 @@ class SS2D(nn.Module):
         b, d, h, w = x.shape
         k, n, L = self.num_directions, self.d_state, h * w
         xs = self.scan_order.flatten(x)  # (B, K, d, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)
+        # per-direction projections as batched matmuls over (B, K): (c, d) @ (d, L); unlike einsum, this never
+        # copies xs into a (K, B*L, d) layout
+        x_dbl = torch.matmul(self.x_proj_weight.unsqueeze(0), xs)  # (B, K, r + 2N, L)
         dts, bs, cs = torch.split(x_dbl, [self.dt_rank, n, n], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)
+        dts = torch.matmul(self.dt_projs_weight.unsqueeze(0), dts)  # (B, K, d, L)
         out = selective_scan(
             xs.float().reshape(b, k * d, L),
             dts.float().reshape(b, k * d, L),

@@ -88,8 +88,12 @@ def forward(u, dt, A, Bm, Cm, Dskip, gB, gC, G, S, T, y, last, starts):
             last[b, d, :] = h
 
 @_jit
-def backward(u, dt, A, Bm, Cm, Dskip, gB, gC, G, S, T, starts, dy, dlast, du, ddt, dA, dB, dC, dD):
-    """Gradients. dA: (Bt, D, N) and dD: (Bt, D) per batch row; dB/dC: (Bt, S, G, Lb, N) partial sums per unit."""
+def backward(u, dt, A, Bm, Cm, Dskip, softplus, gB, gC, G, S, T, starts, dy, dlast, du, ddt, dA, dB, dC, dD):
+    """Gradients. dA: (Bt, D, N) and dD: (Bt, D) per batch row; dB/dC: (Bt, S, G, Lb, N) partial sums per unit.
+
+    With ``softplus``, ``dt`` holds ``softplus(x)`` and ``ddt`` receives the gradient with respect to ``x``:
+    ``softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x))``.
+    """
     batch, dim, L = u.shape
     N = A.shape[1]
     P = dim // G
@@ -142,6 +146,8 @@ def backward(u, dt, A, Bm, Cm, Dskip, gB, gC, G, S, T, starts, dy, dlast, du, dd
                         gst[n] = gn * a_n  # d loss / d h_{t-1}, before that step's own output term
                     du_row[t] = dtv * s_gB + dyv * skip
                     ddt_row[t] = uv * s_gB + s_wA
+                    if softplus:
+                        ddt_row[t] *= -math.expm1(-dtv)
                     dskip += dyv * uv
                 dD_all[d - d0] += dskip
         dA[b, d0:d1] = dA_all
