@@ -65,12 +65,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
 from mambaseg.blocks import SS2D
 from mambaseg.layers import DropPath
+from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.ultralight_vm_unet import (
     SCAttBridge,
@@ -302,12 +302,8 @@ class HVMUNet(nn.Module):
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"HVMUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        m = self.size_divisor
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return _ultralight_unet_forward(self, x)[..., :h, :w]
+        x, spatial = pad_to_multiple(x, self.size_divisor)
+        return crop_to(_ultralight_unet_forward(self, x), spatial)
 
 
 _ISIC_CFG = dict(c_list=(8, 16, 32, 64, 128, 256), depths=(2, 2, 2, 2), drop_path_rate=0.4,

@@ -64,10 +64,10 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks import Mamba
+from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 
 __all__ = ["LightMUNet", "LightMambaLayer", "ResMambaBlock", "ResUpBlock", "dw_separable_conv"]
@@ -258,19 +258,9 @@ class LightMUNet(nn.Module):
         if x.dim() != self.spatial_dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"LightMUNet expects (B, {self.in_channels}, <{self.spatial_dims} spatial dims>), "
                              f"got {tuple(x.shape)}")
-        sizes = x.shape[2:]
-        m = self.size_divisor
-        pads = [(-s) % m for s in sizes]
-        if any(pads):
-            pad_arg = []
-            for p in reversed(pads):
-                pad_arg += [0, p]
-            x = F.pad(x, pad_arg, mode="replicate")
+        x, spatial = pad_to_multiple(x, self.size_divisor)
         x, feats = self.encode(x)
-        out = self.decode(x, feats)
-        if any(pads):
-            out = out[(..., *[slice(0, s) for s in sizes])]
-        return out
+        return crop_to(self.decode(x, feats), spatial)
 
 
 _OFFICIAL_CFG = dict(spatial_dims=2, init_filters=32, blocks_down=(1, 2, 2, 4), blocks_up=(1, 1, 1), d_state=16)

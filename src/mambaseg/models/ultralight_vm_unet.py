@@ -61,6 +61,7 @@ from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
 from mambaseg.blocks import Mamba
+from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 
 __all__ = [
@@ -275,12 +276,8 @@ class UltraLightVMUNet(nn.Module):
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"UltraLightVMUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        m = self.size_divisor
-        ph, pw = (-h) % m, (-w) % m
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        return _ultralight_unet_forward(self, x)[..., :h, :w]
+        x, spatial = pad_to_multiple(x, self.size_divisor)
+        return crop_to(_ultralight_unet_forward(self, x), spatial)
 
 
 def _ultralight_unet_forward(net: nn.Module, x: Tensor) -> Tensor:

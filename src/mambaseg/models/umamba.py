@@ -63,9 +63,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks import MambaLayer
+from mambaseg.layers.padding import crop_outputs, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.unet import (ConvNormAct, IntOrSeq, _check_dims, _per_axis, _per_stage, conv_op_for,
-                                  crop_outputs, default_features, norm_op_for, pad_to_multiple)
+                                  default_features, norm_op_for)
 
 __all__ = ["UMambaBot", "UNetResEncoder", "UNetResDecoder", "BasicResBlock", "BasicBlockD", "UpsampleLayer"]
 
@@ -291,7 +292,7 @@ class UMambaBot(nn.Module):
     def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
         """``(B, C_in, *S)`` -> logits ``(B, K, *S)`` (or the deep-supervision list)."""
         lv = self.level_strides()
-        x, spatial = pad_to_multiple(x, lv[-1])
+        x, spatial = pad_to_multiple(x, lv[-1], mode="constant")
         skips = self.encoder(x)
         skips[-1] = self.mamba_layer(skips[-1])
         return crop_outputs(self.decoder(skips), spatial, lv)

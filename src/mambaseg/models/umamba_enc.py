@@ -77,9 +77,10 @@ import torch
 from torch import Tensor, nn
 
 from mambaseg.blocks import MambaLayer
+from mambaseg.layers.padding import crop_outputs, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.umamba import UNetResDecoder, UNetResEncoder, _res_stage
-from mambaseg.models.unet import IntOrSeq, _check_dims, _per_stage, crop_outputs, default_features, pad_to_multiple
+from mambaseg.models.unet import IntOrSeq, _check_dims, _per_stage, default_features
 
 __all__ = ["UMambaEnc", "ResidualMambaEncoder", "UNetResDecoderAllSkips", "ChannelTokenMambaLayer",
            "default_input_size"]
@@ -327,7 +328,7 @@ class UMambaEnc(nn.Module):
     def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
         """``(B, C_in, *S)`` -> logits ``(B, K, *S)`` (or the deep-supervision list)."""
         lv = self.level_strides()
-        x, spatial = pad_to_multiple(x, lv[-1])
+        x, spatial = pad_to_multiple(x, lv[-1], mode="constant")
         return crop_outputs(self.decoder(self.encoder(x)), spatial, lv)
 
 

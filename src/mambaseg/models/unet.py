@@ -40,17 +40,16 @@ Deliberate differences:
 
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mambaseg.layers.padding import crop_outputs, pad_to_multiple
 from mambaseg.models._registry import register_model
 
 __all__ = ["UNet", "PlainConvEncoder", "UNetDecoder", "ConvNormAct", "StackedConvBlocks",
-           "conv_op_for", "norm_op_for", "transp_conv_op_for", "default_features", "pad_to_multiple"]
+           "conv_op_for", "norm_op_for", "transp_conv_op_for", "default_features"]
 
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -100,36 +99,6 @@ def _per_stage(v, n: int, name: str) -> list:
     if len(v) != n:
         raise ValueError(f"{name} must have {n} entries, got {len(v)}")
     return v
-
-
-def pad_to_multiple(x: Tensor, multiple: Sequence[int]) -> Tuple[Tensor, Tuple[int, ...]]:
-    """Zero-pad the spatial axes of ``x`` (at their end) to multiples of ``multiple``.
-
-    Returns the padded tensor and the original spatial size.
-    """
-    spatial = tuple(x.shape[2:])
-    pads = [(-s) % m for s, m in zip(spatial, multiple)]
-    if any(pads):
-        flat: List[int] = []
-        for p in reversed(pads):
-            flat += [0, p]
-        x = F.pad(x, flat)
-    return x, spatial
-
-
-def crop_outputs(out: Union[Tensor, List[Tensor]], spatial: Sequence[int],
-                 level_strides: Sequence[Sequence[int]]) -> Union[Tensor, List[Tensor]]:
-    """Crop logits (or a deep-supervision list, highest resolution first) back to ``spatial``."""
-
-    def _crop(t: Tensor, stride: Sequence[int]) -> Tensor:
-        size = [math.ceil(s / st) for s, st in zip(spatial, stride)]
-        if list(t.shape[2:]) == size:
-            return t
-        return t[(slice(None), slice(None)) + tuple(slice(0, s) for s in size)]
-
-    if isinstance(out, Tensor):
-        return _crop(out, level_strides[0])
-    return [_crop(t, level_strides[i]) for i, t in enumerate(out)]
 
 
 class ConvNormAct(nn.Module):
@@ -330,7 +299,7 @@ class UNet(nn.Module):
     def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
         """``(B, C_in, *S)`` -> logits ``(B, K, *S)`` (or the deep-supervision list)."""
         lv = self.level_strides()
-        x, spatial = pad_to_multiple(x, lv[-1])
+        x, spatial = pad_to_multiple(x, lv[-1], mode="constant")
         return crop_outputs(self.decoder(self.encoder(x)), spatial, lv)
 
 
