@@ -107,6 +107,7 @@ def package_versions() -> dict:
     """Versions of torch, numpy, mambaseg, CUDA and mamba_ssm (None when it does not import)."""
     import numpy
     import torch
+
     import mambaseg
     try:
         import mamba_ssm

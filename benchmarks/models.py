@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _common import peak_rss_bytes, timed  # benchmarks/ is on sys.path when this runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,6 +135,7 @@ def main() -> None:
         print(json.dumps(measure_child(json.loads(args.child))))
         return
     from _machine import machine_info, package_versions
+
     from mambaseg import list_models, model_info
 
     names = args.models.split(",") if args.models else [

@@ -32,8 +32,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
 from _common import peak_rss_bytes, sync, timed  # benchmarks/ is on sys.path when this runs as a script
+
 from mambaseg.ops._chunked import SLAB_BUDGET_BYTES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -317,6 +317,7 @@ def main():
     if args.measure_memory:
         return memory_child(json.loads(args.measure_memory))
     from _machine import ForeignLoad, machine_info, package_versions, wait_until_quiet
+
     from mambaseg.ops.selective_scan import list_backends
 
     shapes, reps = (QUICK_SHAPES, 1) if args.quick else (SHAPES, args.reps)

@@ -4,8 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mambaseg.models import MambaUNet, create_model, list_models, model_info, register_model
-from mambaseg.models import _registry
+from mambaseg.models import MambaUNet, _registry, create_model, list_models, model_info, register_model
 
 
 def _count(m: nn.Module) -> int:

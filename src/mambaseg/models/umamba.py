@@ -65,8 +65,16 @@ from torch import Tensor, nn
 from mambaseg.blocks import MambaLayer
 from mambaseg.layers.padding import crop_outputs, pad_to_multiple
 from mambaseg.models._registry import register_model
-from mambaseg.models.unet import (ConvNormAct, IntOrSeq, _check_dims, _per_axis, _per_stage, conv_op_for,
-                                  default_features, norm_op_for)
+from mambaseg.models.unet import (
+    ConvNormAct,
+    IntOrSeq,
+    _check_dims,
+    _per_axis,
+    _per_stage,
+    conv_op_for,
+    default_features,
+    norm_op_for,
+)
 
 __all__ = ["UMambaBot", "UNetResEncoder", "UNetResDecoder", "BasicResBlock", "BasicBlockD", "UpsampleLayer"]
 

@@ -11,7 +11,6 @@ import math
 import numba
 import numpy as np
 
-
 _FAST = {"reassoc", "contract", "nsz", "arcp"}  # no nnan/ninf: NaN and inf must still propagate
 _jit = numba.njit(parallel=True, fastmath=_FAST, cache=True, nogil=True)
 _LOG2E, _LN2_HI, _LN2_LO = np.float32(1.4426950408889634), np.float32(0.693145751953125), np.float32(1.42860677e-06)

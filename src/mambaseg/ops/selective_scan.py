@@ -32,8 +32,8 @@ from typing import Callable, Iterator, Optional
 import torch
 
 from ._checks import check_scan_inputs
-from ._numba import numba_available, selective_scan_numba
 from ._chunked import selective_scan_chunked
+from ._numba import numba_available, selective_scan_numba
 from ._reference import selective_scan_reference
 
 _BACKENDS: dict[str, Callable] = {}
