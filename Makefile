@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mambaseg demo
+	$(VENV)/bin/mambaseg demo --out demo_out
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

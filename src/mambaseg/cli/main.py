@@ -9,10 +9,9 @@ import sys
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mambaseg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="check and time the selective scan on this machine (operator demo)")
-    demo.add_argument("--length", type=int, default=4096, help="sequence length L of the timed scan")
-    demo.add_argument("--dim", type=int, default=96, help="channels D of the timed scan")
-    demo.add_argument("--d-state", type=int, default=16, help="state size N of the timed scan")
+    from .demo import add_demo_parser
+
+    add_demo_parser(sub)
     sub.add_parser("backends", help="list selective-scan backends and which run on this machine")
     models = sub.add_parser("models", help="table of registered models: params, FLOPs incl. the scan, paper")
     models.add_argument("--input-size", type=int, nargs="+", default=[224, 224], help="H W (or D H W for 3D)")
@@ -37,9 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
-        from .demo import run_demo
+        from .demo import run_demo_command
 
-        return run_demo(length=args.length, dim=args.dim, d_state=args.d_state)
+        return run_demo_command(args)
     if args.command == "models":
         from .models import print_models
 
