@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -15,32 +12,20 @@ from mambaseg.data.plan import Plan
 from mambaseg.data.planning import VOXELS_3D_PER_GB, fingerprint, make_plan
 from mambaseg.data.sampling import CaseStore, PatchSampler, crop_with_padding
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def _shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.is_dir():
-        reason = f"real dataset {name!r} not found at {path} (see shared/data/README.md)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
-
 
 @pytest.fixture(scope="module")
-def kvasir(tmp_path_factory) -> RawDataset:
+def kvasir(tmp_path_factory, shared_data) -> RawDataset:
     from mambaseg.data.convert import convert_folders_2d
 
-    src = _shared("kvasir_seg")
+    src = shared_data("kvasir_seg")
     return RawDataset(convert_folders_2d(src, tmp_path_factory.mktemp("raw"), 1, "Kvasir", limit=12))
 
 
 @pytest.fixture(scope="module")
-def acdc(tmp_path_factory) -> RawDataset:
+def acdc(tmp_path_factory, shared_data) -> RawDataset:
     from mambaseg.data.convert import convert_acdc_h5
 
-    src = _shared("acdc_ssl4mis")
+    src = shared_data("acdc_ssl4mis")
     return RawDataset(convert_acdc_h5(src, tmp_path_factory.mktemp("raw"), 27, "ACDC", limit=3))
 
 

@@ -21,8 +21,6 @@ from mambaseg.data.plan import Plan
 from mambaseg.inference.predictor import Predictor, find_cases
 from mambaseg.training.checkpoint import save_checkpoint
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
 
 def make_run(root: Path, *, channels=("c0",), norm=None, spatial_dims=3, num_classes=3, patch=None,
              target_spacing=None, slice_axis=None, checkpoints=("best",), seed=0) -> Path:
@@ -229,17 +227,12 @@ def test_cli_predict_then_evaluate(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_brats_two_volumes(tmp_path):
+def test_brats_two_volumes(tmp_path, shared_data):
     """Real data: two BraTS 2015 volumes (155x240x240, Flair + T1c), a 2D unet_test slice by slice, geometry kept.
 
     (A 3D unet_test takes about 10 s per volume at one CPU thread; the 2D path keeps this test at a few seconds.)
     """
-    folder = SHARED_DATA / "brats2015_deepmedic" / "test"
-    if not folder.is_dir():
-        reason = f"BraTS data not found at {folder} (see shared/data/README.md)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    folder = shared_data("brats2015_deepmedic") / "test"
     cases = sorted(p for p in folder.iterdir() if p.is_dir())[:2]
     run = make_run(tmp_path / "run", channels=("Flair", "T1c"), norm=["none", "none"], num_classes=5,
                    spatial_dims=2, patch=[128, 128], slice_axis=0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -14,33 +13,23 @@ import yaml
 from mambaseg.training.checkpoint import load_checkpoint
 from mambaseg.training.trainer import TrainConfig, resolve_config, train
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 RUN_FILES = ("config.yaml", "plan.json", "splits.json", "seeds.json", "environment.json", "log.csv", "train.log",
              "checkpoint_latest.pt", "checkpoint_best.pt")
 
 
-def _shared(name: str) -> Path:
-    path = SHARED / name
-    if not path.is_dir():
-        reason = f"real dataset {name!r} not found at {path} (see shared/data/README.md)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    return path
-
 
 @pytest.fixture(scope="module")
-def kvasir(tmp_path_factory) -> Path:
+def kvasir(tmp_path_factory, shared_data) -> Path:
     from mambaseg.data.convert import convert_folders_2d
 
-    return convert_folders_2d(_shared("kvasir_seg"), tmp_path_factory.mktemp("raw"), 1, "Kvasir", limit=12)
+    return convert_folders_2d(shared_data("kvasir_seg"), tmp_path_factory.mktemp("raw"), 1, "Kvasir", limit=12)
 
 
 @pytest.fixture(scope="module")
-def acdc(tmp_path_factory) -> Path:
+def acdc(tmp_path_factory, shared_data) -> Path:
     from mambaseg.data.convert import convert_acdc_h5
 
-    return convert_acdc_h5(_shared("acdc_ssl4mis"), tmp_path_factory.mktemp("raw"), 27, "ACDC", limit=4)
+    return convert_acdc_h5(shared_data("acdc_ssl4mis"), tmp_path_factory.mktemp("raw"), 27, "ACDC", limit=4)
 
 
 def _cfg(data: Path, out: Path, model: str = "unet_test", **kw) -> TrainConfig:

@@ -1,4 +1,4 @@
-"""Shared fixtures for the data-layer tests: the real datasets under ``../shared/data``."""
+"""Fixtures for every test: the real datasets under ``../shared/data`` (beside the repository)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def _shared(name: str) -> Path:
@@ -20,7 +20,7 @@ def _shared(name: str) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data():
-    """Return a function mapping a dataset folder name to its path, skipping (failing on CI) when absent."""
+    """A function mapping a dataset folder name to its path; skips when absent (fails when ``CI=true``)."""
     return _shared
