@@ -70,12 +70,11 @@ from torch.nn.init import trunc_normal_
 
 from mambaseg.blocks import SS2D
 from mambaseg.layers import DropPath
-from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.ultralight_vm_unet import (
     SCAttBridge,
+    _add_norms_and_head,
     _ultralight_unet_forward,
-    ultralight_init_weights,
 )
 
 __all__ = ["HSS2D", "HVMUNet", "HVSSBlock", "LayerNormChannelsFirst", "LocalSS2D"]
@@ -291,19 +290,11 @@ class HVMUNet(nn.Module):
             i = 3 - k
             setattr(self, f"decoder{k + 1}", stage(c[5 - k], c[4 - k], i, dpr[offs[i]:offs[i] + depths[i]]))
         self.decoder5 = nn.Sequential(nn.Conv2d(c[1], c[0], 3, stride=1, padding=1))
-        for i in range(5):
-            setattr(self, f"ebn{i + 1}", nn.GroupNorm(4, c[i]))
-        for i in range(5):
-            setattr(self, f"dbn{i + 1}", nn.GroupNorm(4, c[4 - i]))
-        self.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
-        self.apply(ultralight_init_weights)
+        _add_norms_and_head(self, c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"HVMUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        x, spatial = pad_to_multiple(x, self.size_divisor)
-        return crop_to(_ultralight_unet_forward(self, x), spatial)
+        return _ultralight_unet_forward(self, x)
 
 
 _ISIC_CFG = dict(c_list=(8, 16, 32, 64, 128, 256), depths=(2, 2, 2, 2), drop_path_rate=0.4,

@@ -265,26 +265,35 @@ class UltraLightVMUNet(nn.Module):
         self.decoder3 = pvm(c[3], c[2])
         self.decoder4 = _conv3(c[2], c[1])
         self.decoder5 = _conv3(c[1], c[0])
-        for i in range(5):
-            setattr(self, f"ebn{i + 1}", nn.GroupNorm(4, c[i]))
-        for i in range(5):
-            setattr(self, f"dbn{i + 1}", nn.GroupNorm(4, c[4 - i]))
-        self.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
-        self.apply(ultralight_init_weights)
+        _add_norms_and_head(self, c, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
         """``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)``."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"UltraLightVMUNet expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}")
-        x, spatial = pad_to_multiple(x, self.size_divisor)
-        return crop_to(_ultralight_unet_forward(self, x), spatial)
+        return _ultralight_unet_forward(self, x)
+
+
+def _add_norms_and_head(net: nn.Module, c: Sequence[int], num_classes: int) -> None:
+    """The GroupNorms after encoder/decoder stages 1-5 (``ebn*``, ``dbn*``), the 1x1 head, the official init.
+
+    Shared with H-vmunet, whose official code has the same modules under the same names.
+    """
+    for i in range(5):
+        setattr(net, f"ebn{i + 1}", nn.GroupNorm(4, c[i]))
+    for i in range(5):
+        setattr(net, f"dbn{i + 1}", nn.GroupNorm(4, c[4 - i]))
+    net.final = nn.Conv2d(c[0], num_classes, kernel_size=1)
+    net.apply(ultralight_init_weights)
 
 
 def _ultralight_unet_forward(net: nn.Module, x: Tensor) -> Tensor:
     """The official encoder/bridge/decoder data flow, shared with H-vmunet.
 
-    ``x``: ``(B, C_in, H, W)`` with H, W multiples of 32 -> logits ``(B, K, H, W)``.
+    ``x``: ``(B, C_in, H, W)``, any H, W (padded to a multiple of ``net.size_divisor`` and cropped back) -> logits
+    ``(B, K, H, W)``.
     """
+    if x.dim() != 4 or x.shape[1] != net.in_channels:
+        raise ValueError(f"{type(net).__name__} expects (B, {net.in_channels}, H, W), got {tuple(x.shape)}")
+    x, spatial = pad_to_multiple(x, net.size_divisor)
     skips = []
     out = x
     for i in range(1, 6):  # t_i: (B, c_{i-1}, H/2^i, W/2^i)
@@ -296,7 +305,7 @@ def _ultralight_unet_forward(net: nn.Module, x: Tensor) -> Tensor:
     out = F.gelu(net.dbn1(net.decoder1(out))) + skips[4]  # (B, c4, H/32, W/32)
     for i in range(2, 6):  # (B, c_{5-i}, H/2^(6-i), W/2^(6-i))
         out = F.gelu(_up2(getattr(net, f"dbn{i}")(getattr(net, f"decoder{i}")(out)))) + skips[5 - i]
-    return _up2(net.final(out))  # (B, K, H, W)
+    return crop_to(_up2(net.final(out)), spatial)  # (B, K, H, W)
 
 
 _ISIC_CFG = dict(c_list=(8, 16, 24, 32, 48, 64), split_att="fc", bridge=True, d_state=16, d_conv=4, expand=2)
