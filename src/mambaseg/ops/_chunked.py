@@ -230,7 +230,8 @@ class ChunkedScanFn(torch.autograd.Function):
                 last_state[r0:r1, :, p0:p1] = last
                 starts_all[r0:r1, :, :, p0:p1] = starts
         ctx.save_for_backward(u, delta, A3, B_cl, C_cl, starts_all)
-        ctx.G, ctx.T, ctx.budget, ctx.softplus, ctx.has_bias, ctx.length = G, T, budget, softplus, bias is not None, length
+        ctx.G, ctx.T, ctx.budget, ctx.length = G, T, budget, length
+        ctx.softplus, ctx.has_bias = softplus, bias is not None
         return y, last_state
 
     @staticmethod

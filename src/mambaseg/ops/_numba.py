@@ -117,8 +117,8 @@ class NumbaScanFn(torch.autograd.Function):
         dD = u.new_empty(batch, dim)
         dB = u.new_zeros(batch, S, G, Bm.shape[2], Bm.shape[3])
         dC = u.new_zeros(batch, S, G, Cm.shape[2], Cm.shape[3])
-        backward(u.numpy(), delta.numpy(), A.numpy(), Bm.numpy(), Cm.numpy(), skip.numpy(), ctx.softplus, ctx.gB, ctx.gC, G, S,
-                 ctx.T, starts.numpy(), dy.numpy(), dlast.numpy(), du.numpy(), ddelta.numpy(), dA.numpy(),
+        backward(u.numpy(), delta.numpy(), A.numpy(), Bm.numpy(), Cm.numpy(), skip.numpy(), ctx.softplus, ctx.gB,
+                 ctx.gC, G, S, ctx.T, starts.numpy(), dy.numpy(), dlast.numpy(), du.numpy(), ddelta.numpy(), dA.numpy(),
                  dB.numpy(), dC.numpy(), dD.numpy())
         dbias = ddelta.sum((0, 2)) if ctx.has_bias else None
         return (du, ddelta, dA.sum(0), _fold_partials(dB, Bm), _fold_partials(dC, Cm),

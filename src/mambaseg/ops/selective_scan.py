@@ -9,8 +9,9 @@ Backends:
     ``chunked``    two-level chunked scan in pure PyTorch with a memory-lean custom backward (CPU and GPU).
     ``mamba_ssm``  mamba_ssm's CUDA kernel, when that package imports and the tensors are on CUDA.
     ``numba``      fused CPU kernels compiled at first use by Numba (a wheel; no C compiler), when it imports.
-    ``auto``       the fastest available for the given tensors (mamba_ssm on CUDA, numba on CPU, else chunked); ``reference`` while tracing or exporting to ONNX
-                   (the chunked backend's autograd Function is not traceable; the exported graph unrolls L).
+    ``auto``       the fastest available for the given tensors (mamba_ssm on CUDA, numba on CPU, else chunked);
+                   ``reference`` while tracing or exporting to ONNX (the chunked backend's autograd Function is
+                   not traceable; the exported graph unrolls L).
 
 Example:
     >>> import torch
