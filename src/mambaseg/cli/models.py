@@ -42,13 +42,15 @@ def print_models(input_size: tuple, in_channels: int, num_classes: int, flops: b
     size = "x".join(str(s) for s in (1, in_channels, *input_size))
     print(f"models built with in_channels={in_channels}, num_classes={num_classes}; FLOPs of one forward at {size}")
     print("(torch flop_counter convention, 1 multiply-add = 2 FLOPs, plus 9*B*D*L*N per selective scan)\n")
-    header = f"{'model':<22}{'family':<16}{'dims':<7}{'params':>14}{'GFLOPs':>10}{'scan %':>8}  paper"
+    wn = max([len("model")] + [len(r["name"]) for r in rows]) + 2  # columns as wide as the longest entry
+    wf = max([len("family")] + [len(r["family"]) for r in rows]) + 2
+    header = f"{'model':<{wn}}{'family':<{wf}}{'dims':<7}{'params':>14}{'GFLOPs':>10}{'scan %':>8}  paper"
     print(header + "\n" + "-" * len(header))
     for r in rows:
         params = f"{r['params']:,}" if r["params"] is not None else "-"
         gflops = f"{r['gflops']:.2f}" if r["gflops"] is not None else "-"
         share = f"{100 * r['scan_share']:.1f}" if r["scan_share"] is not None else "-"
-        print(f"{r['name']:<22}{r['family']:<16}{r['dims']:<7}{params:>14}{gflops:>10}{share:>8}  {r['paper']}")
+        print(f"{r['name']:<{wn}}{r['family']:<{wf}}{r['dims']:<7}{params:>14}{gflops:>10}{share:>8}  {r['paper']}")
         if "error" in r:
-            print(f"{'':<22}FLOPs not counted at this input size: {r['error'][:100]}")
+            print(f"{'':<{wn}}FLOPs not counted at this input size: {r['error'][:100]}")
     return 0

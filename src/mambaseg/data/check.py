@@ -169,7 +169,7 @@ def check_dataset(
         if d is not None:
             directions[case] = d
     if len(directions) > 1:
-        rounded = {c: tuple(np.round(d, 3)) for c, d in directions.items()}
+        rounded = {c: tuple(float(v) for v in np.round(d, 3)) for c, d in directions.items()}
         common, _ = Counter(rounded.values()).most_common(1)[0]
         odd = sorted(c for c, d in rounded.items() if d != common)
         if odd:
