@@ -109,6 +109,11 @@ class Mamba(nn.Module):
         Input ``(B, L, d_model)``, output ``(B, L, d_model)``.
     """
 
+    #: The whole block (projections, conv, scan) is the SSM mixer that ``ablation="no-mamba"`` replaces by an
+    #: identity where it sits inside a larger layer (LightM-UNet, UltraLight VM-UNet's PVM layer); see
+    #: :mod:`mambaseg.models.ablation`.
+    ssm_mixer = True
+
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  dt_rank: Union[int, str] = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
@@ -178,6 +183,10 @@ class MambaLayer(nn.Module):
     Shape:
         Input ``(B, C, *spatial)`` with any number of spatial dims; output the same shape.
     """
+
+    #: U-Mamba's layer (LayerNorm + Mamba, no residual) is removed as a whole by ``ablation="no-mamba"``, as
+    #: nnU-Net Revisited's "No-Mamba Base" does; see :mod:`mambaseg.models.ablation`.
+    ssm_mixer = True
 
     def __init__(self, dim: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
                  backend: str = "auto", **mamba_kwargs) -> None:

@@ -41,7 +41,7 @@ Deliberate differences:
 from __future__ import annotations
 
 import math
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,12 @@ from torch import Tensor, nn
 from mambaseg.blocks.mamba import a_log_init, init_dt_proj
 from mambaseg.layers.drop import DropPath
 from mambaseg.ops import selective_scan
-from mambaseg.ops.scan_orders import get_scan_order
+from mambaseg.ops.scan_orders import ScanOrder, get_scan_order
 
-__all__ = ["SS2D", "VSSBlock"]
+__all__ = ["SS2D", "ScanLike", "VSSBlock"]
+
+#: What a ``scan`` argument takes: an order name or a ScanOrder object.
+ScanLike = Union[str, ScanOrder]
 
 
 class SS2D(nn.Module):
@@ -68,8 +71,10 @@ class SS2D(nn.Module):
         dropout: Dropout probability on the output (none when 0).
         conv_bias: Bias in the depthwise convolution.
         bias: Bias in ``in_proj`` / ``out_proj``.
-        scan: Name of a 2D scan order (:func:`mambaseg.ops.scan_orders.get_scan_order`).
-        scan_options: Options for that order (e.g. ``{"window": 7}`` for ``local``).
+        scan: Name of a 2D scan order (:func:`mambaseg.ops.scan_orders.get_scan_order`), or a
+            :class:`~mambaseg.ops.scan_orders.ScanOrder` object (used as is, e.g. shared by every SS2D
+            of a model; ``create_model(..., scan_options=...)`` passes one).
+        scan_options: Options for a named order (e.g. ``{"window": 7}`` for ``local``); not with an object.
         backend: Selective-scan backend.
         device, dtype: Factory arguments.
 
@@ -77,17 +82,29 @@ class SS2D(nn.Module):
         Input ``(B, H, W, d_model)``, output ``(B, H, W, d_model)``.
     """
 
+    #: The whole SS2D is the SSM token mixer that ``create_model(..., ablation="no-mamba")`` replaces by an
+    #: identity (see :mod:`mambaseg.models.ablation`).
+    ssm_mixer = True
+
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 3, expand: int = 2,
                  dt_rank: Union[int, str] = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
                  dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
-                 dropout: float = 0.0, conv_bias: bool = True, bias: bool = False, scan: str = "cross",
-                 scan_options: dict = None, backend: str = "auto", device=None, dtype=None) -> None:
+                 dropout: float = 0.0, conv_bias: bool = True, bias: bool = False,
+                 scan: ScanLike = "cross", scan_options: Optional[dict] = None, backend: str = "auto",
+                 device=None, dtype=None) -> None:
         factory = {"device": device, "dtype": dtype}
         super().__init__()
-        self.scan_order = get_scan_order(scan, **(scan_options or {}))
+        if isinstance(scan, ScanOrder):
+            if scan_options:
+                raise ValueError(f"SS2D: scan_options={scan_options!r} needs scan to be an order name, "
+                                 f"got the order object {scan!r}")
+            self.scan_order = scan
+        else:
+            self.scan_order = get_scan_order(scan, **(scan_options or {}))
         if self.scan_order.spatial_dims != 2:
-            raise ValueError(f"SS2D needs a 2D scan order, got {scan!r} ({self.scan_order.spatial_dims}D)")
-        self.scan = scan
+            raise ValueError(f"SS2D needs a 2D scan order, got scan={self.scan_order.name!r} "
+                             f"({self.scan_order.spatial_dims}D)")
+        self.scan = self.scan_order.name
         self.backend = backend
         self.d_model = d_model
         self.d_state = d_state

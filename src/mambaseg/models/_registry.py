@@ -10,6 +10,15 @@ with :func:`register_model` (bare or called with metadata) and built by name wit
         return MambaUNet(**{"embed_dim": 96, **kwargs})
 
     model = create_model("mamba_unet", in_channels=1, num_classes=4)
+
+Two settings work on every model that has the matching parts (ablations as settings, not code paths):
+
+* ``scan=`` / ``scan_options=``: the token order of every SS2D (a :mod:`mambaseg.ops.scan_orders` name, e.g.
+  ``create_model("vm_unet", scan="snake")``; an order with options as
+  ``scan="local", scan_options={"window": 4}``). Accepted by the variants whose ``default_cfg`` has a
+  ``"scan"`` entry; any other model raises :class:`ValueError`.
+* ``ablation="no-mamba"``: the model with every SSM mixer replaced by an identity
+  (:mod:`mambaseg.models.ablation`).
 """
 
 from __future__ import annotations
@@ -21,7 +30,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from torch import nn
 
-__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info", "is_model"]
+from mambaseg.models.ablation import ABLATIONS, apply_ablation
+from mambaseg.ops.scan_orders import ScanOrder, get_scan_order, list_scan_orders
+
+__all__ = ["ModelInfo", "register_model", "create_model", "list_models", "model_info", "is_model", "scan_models"]
 
 
 @dataclass(frozen=True)
@@ -87,18 +99,79 @@ def is_model(name: str) -> bool:
     return name in _REGISTRY
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def scan_models() -> List[str]:
+    """Registered variants that accept ``scan=`` (their ``default_cfg`` has a ``"scan"`` entry)."""
+    return sorted(n for n, info in _REGISTRY.items() if "scan" in info.default_cfg)
+
+
+def _resolve_scan(info: ModelInfo, scan: Any, scan_options: Optional[Dict[str, Any]]) -> Any:
+    """Check ``scan``/``scan_options`` for the variant ``info``; return the value to pass as ``scan``.
+
+    A name without options is passed on unchanged (the model builds its own order); with options, one
+    :class:`~mambaseg.ops.scan_orders.ScanOrder` object is built here and shared by all of the model's scans.
+    """
+    if "scan" not in info.default_cfg:
+        raise ValueError(f"create_model: model {info.name!r} has no scan order to set (scan={scan!r}, "
+                         f"scan_options={scan_options!r}); scan= is accepted by: {', '.join(scan_models())}")
+    if scan is None:
+        scan = info.default_cfg["scan"]
+    if isinstance(scan, ScanOrder):
+        if scan_options:
+            raise ValueError(f"create_model({info.name!r}): scan_options={scan_options!r} needs scan to be an "
+                             f"order name, got the order object {scan!r}")
+        order = scan
+    elif isinstance(scan, str):
+        if scan not in list_scan_orders():
+            raise ValueError(f"create_model({info.name!r}): unknown scan order scan={scan!r}; "
+                             f"valid names: {', '.join(list_scan_orders())}")
+        if scan_options is not None and not isinstance(scan_options, dict):
+            raise ValueError(f"create_model({info.name!r}): scan_options must be a dict such as "
+                             f"{{'window': 7}}, got {scan_options!r}")
+        try:
+            order = get_scan_order(scan, **(scan_options or {}))
+        except TypeError as err:  # an option the order does not take
+            raise ValueError(f"create_model({info.name!r}): scan_options={scan_options!r}: {err}") from None
+    else:
+        raise ValueError(f"create_model({info.name!r}): scan must be a scan order name or a ScanOrder, "
+                         f"got {type(scan).__name__} {scan!r}")
+    if order.spatial_dims not in info.spatial_dims:
+        raise ValueError(f"create_model({info.name!r}): scan={order.name!r} is a {order.spatial_dims}D order but "
+                         f"the model is {'/'.join(map(str, info.spatial_dims))}D")
+    return order if scan_options else scan
+
+
+def create_model(name: str, *, scan: Any = None, scan_options: Optional[Dict[str, Any]] = None,
+                 ablation: Optional[str] = None, **kwargs: Any) -> nn.Module:
     """Build the registered variant ``name``.
 
     Keyword arguments whose value is ``None`` are dropped (so callers can forward
     optional CLI/config values); the rest go to the variant function, which passes
     them on to the model class and overrides its defaults.
 
+    Args:
+        name: A registered variant (:func:`list_models`).
+        scan: Scan order of every SS2D (a :func:`~mambaseg.ops.scan_orders.list_scan_orders` name, or a
+            :class:`~mambaseg.ops.scan_orders.ScanOrder`); ``None``: the variant's own (``"cross"``, VMamba's).
+            Only for variants listed by :func:`scan_models`.
+        scan_options: Options of the order, e.g. ``{"window": 4}`` for ``scan="local"`` (default window 7).
+        ablation: ``"no-mamba"``: replace every SSM mixer by an identity and record
+            ``model.ablation_report`` (:func:`mambaseg.models.ablation.apply_ablation`); ``None``: none.
+        **kwargs: Constructor arguments of the model.
+
     Raises:
-        ValueError: Unknown name; the message lists close matches and all names.
+        ValueError: Unknown name (the message lists close matches and all names); ``scan``/``scan_options``
+            on a model without a scan order, an unknown order or option; an unknown ablation, or
+            ``"no-mamba"`` on a model without an SSM mixer.
     """
     info = _lookup(name)
-    return info.fn(**{k: v for k, v in kwargs.items() if v is not None})
+    if ablation is not None and ablation not in ABLATIONS:
+        raise ValueError(f"create_model({name!r}): unknown ablation={ablation!r}; choose one of {list(ABLATIONS)}")
+    if scan is not None or scan_options is not None:
+        kwargs["scan"] = _resolve_scan(info, scan, scan_options)
+    model = info.fn(**{k: v for k, v in kwargs.items() if v is not None})
+    if ablation is not None:
+        apply_ablation(model, ablation, model_name=name)
+    return model
 
 
 def list_models(pattern: Optional[str] = None) -> List[str]:

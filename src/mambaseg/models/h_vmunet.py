@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from torch.nn.init import trunc_normal_
 
 from mambaseg.blocks import SS2D
+from mambaseg.blocks.ss2d import ScanLike
 from mambaseg.layers import DropPath
 from mambaseg.models._registry import register_model
 from mambaseg.models.ultralight_vm_unet import (
@@ -123,7 +124,7 @@ class LocalSS2D(nn.Module):
     Shape: ``(B, dim, H, W)`` -> same.
     """
 
-    def __init__(self, dim: int, h: int = 14, w: int = 8, d_state: int = 16, scan: str = "cross") -> None:
+    def __init__(self, dim: int, h: int = 14, w: int = 8, d_state: int = 16, scan: ScanLike = "cross") -> None:
         super().__init__()
         if dim % 2:
             raise ValueError(f"LocalSS2D dim ({dim}) must be even")
@@ -159,7 +160,7 @@ class HSS2D(nn.Module):
     """
 
     def __init__(self, dim: int, order: int = 5, s: float = 1.0 / 3, h: int = 14, w: int = 8,
-                 d_state: int = 16, scan: str = "cross") -> None:
+                 d_state: int = 16, scan: ScanLike = "cross") -> None:
         super().__init__()
         if order < 2 or order > 5:
             raise ValueError(f"HSS2D order must be in 2..5, got {order}")
@@ -200,7 +201,7 @@ class HVSSBlock(nn.Module):
     """
 
     def __init__(self, dim: int, order: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-6,
-                 d_state: int = 16, scan: str = "cross") -> None:
+                 d_state: int = 16, scan: ScanLike = "cross") -> None:
         super().__init__()
         h, w = _COMPLEX_HW[order]
         self.norm1 = LayerNormChannelsFirst(dim, eps=1e-6)
@@ -257,7 +258,7 @@ class HVMUNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2,
                  c_list: Sequence[int] = (8, 16, 32, 64, 128, 256), depths: Sequence[int] = (2, 2, 2, 2),
                  drop_path_rate: float = 0.0, layer_scale_init_value: float = 1e-6, split_att: str = "fc",
-                 bridge: bool = True, d_state: int = 16, scan: str = "cross") -> None:
+                 bridge: bool = True, d_state: int = 16, scan: ScanLike = "cross") -> None:
         super().__init__()
         if spatial_dims != 2:
             raise ValueError(f"HVMUNet is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")

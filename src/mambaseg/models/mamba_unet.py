@@ -51,6 +51,7 @@ import torch
 from torch import Tensor, nn
 
 from mambaseg.blocks import VSSBlock
+from mambaseg.blocks.ss2d import ScanLike
 from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 
@@ -139,7 +140,7 @@ class VSSStage(nn.Module):
     Shape: ``(B, H, W, C)`` -> ``(B, H, W, C)`` or the resampler's output shape.
     """
 
-    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], d_state: int, scan: str,
+    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], d_state: int, scan: ScanLike,
                  downsample: bool = False, upsample: bool = False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
@@ -172,7 +173,7 @@ class MambaUNet(nn.Module):
         depths: VSS blocks per stage (encoder; the decoder mirrors it).
         d_state: SSM state size of every SS2D.
         drop_path_rate: Maximum stochastic-depth rate (linear schedule).
-        scan: Scan order passed to every SS2D (``"cross"`` = VMamba's).
+        scan: Scan order of every SS2D: a name (``"cross"`` = VMamba's) or one ScanOrder object shared by all.
         patch_norm: LayerNorm after the patch embedding.
 
     Shape:
@@ -181,7 +182,7 @@ class MambaUNet(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2, patch_size: int = 4,
                  embed_dim: int = 96, depths: Sequence[int] = (2, 2, 2, 2), d_state: int = 16,
-                 drop_path_rate: float = 0.2, scan: str = "cross", patch_norm: bool = True) -> None:
+                 drop_path_rate: float = 0.2, scan: ScanLike = "cross", patch_norm: bool = True) -> None:
         super().__init__()
         if spatial_dims != 2:
             raise ValueError(f"MambaUNet is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")

@@ -74,6 +74,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from mambaseg.blocks.ss2d import ScanLike
 from mambaseg.layers.padding import pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import (
@@ -179,7 +180,7 @@ class VSSMEncoder(nn.Module):
         patch_size: Patch-embedding stride.
         d_state: SSM state size.
         drop_path_rate: Maximum stochastic depth (``linspace(0, rate, sum(depths))``).
-        scan: Scan order passed to every SS2D.
+        scan: Scan order of every SS2D: a name or one ScanOrder object shared by all.
 
     Shape:
         ``(B, C_in, H, W)`` -> ``[x, (B, dims[0], H/p, W/p), ..., (B, dims[-1], H/(p 2^(n-1)), ...)]``
@@ -188,7 +189,7 @@ class VSSMEncoder(nn.Module):
 
     def __init__(self, in_channels: int, dims: Sequence[int] = (96, 192, 384, 768),
                  depths: Sequence[int] = (2, 2, 9, 2), patch_size: int = 4, d_state: int = 16,
-                 drop_path_rate: float = 0.2, scan: str = "cross") -> None:
+                 drop_path_rate: float = 0.2, scan: ScanLike = "cross") -> None:
         super().__init__()
         dims, depths = [int(d) for d in dims], [int(d) for d in depths]
         n = len(depths)
@@ -241,7 +242,7 @@ class SwinUMamba(nn.Module):
         d_state: SSM state size of every SS2D.
         drop_path_rate: Maximum stochastic depth of the encoder.
         deep_supervision: Return 4 logits (strides 1, 2, 4, 8), highest resolution first.
-        scan: Scan order passed to every SS2D (``"cross"`` = VMamba's).
+        scan: Scan order of every SS2D: a name (``"cross"`` = VMamba's) or one ScanOrder object shared by all.
 
     Shape:
         ``(B, in_channels, H, W)`` (any size) -> logits ``(B, num_classes, H, W)``, or with deep
@@ -251,7 +252,7 @@ class SwinUMamba(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2,
                  feat_size: Sequence[int] = (48, 96, 192, 384, 768), hidden_size: int | None = None,
                  depths: Sequence[int] = (2, 2, 9, 2), patch_size: int = 2, d_state: int = 16,
-                 drop_path_rate: float = 0.2, deep_supervision: bool = True, scan: str = "cross") -> None:
+                 drop_path_rate: float = 0.2, deep_supervision: bool = True, scan: ScanLike = "cross") -> None:
         super().__init__()
         _check_2d(type(self).__name__, spatial_dims)
         f = [int(c) for c in feat_size]
@@ -320,7 +321,7 @@ class SwinUMambaDDecoder(nn.Module):
 
     def __init__(self, num_classes: int, features_per_stage: Sequence[int], deep_supervision: bool = True,
                  drop_path_rate: float = 0.2, d_state: int = 16, depth: int = 2, patch_size: int = 4,
-                 scan: str = "cross") -> None:
+                 scan: ScanLike = "cross") -> None:
         super().__init__()
         feats = [int(c) for c in features_per_stage]
         n = len(feats)
@@ -372,7 +373,7 @@ class SwinUMambaD(nn.Module):
         decoder_d_state: SSM state size of the decoder.
         decoder_drop_path_rate: Stochastic depth of the decoder (``linspace(rate, 0, ...)``).
         deep_supervision: Return ``len(depths)`` logits, highest resolution first.
-        scan: Scan order passed to every SS2D (``"cross"`` = VMamba's).
+        scan: Scan order of every SS2D: a name (``"cross"`` = VMamba's) or one ScanOrder object shared by all.
 
     Shape:
         ``(B, in_channels, H, W)`` (any size) -> logits ``(B, num_classes, H, W)``, or with deep
@@ -382,7 +383,7 @@ class SwinUMambaD(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2, patch_size: int = 4,
                  embed_dim: int = 96, depths: Sequence[int] = (2, 2, 9, 2), d_state: int = 16,
                  drop_path_rate: float = 0.2, decoder_depth: int = 2, decoder_d_state: int = 16,
-                 decoder_drop_path_rate: float = 0.2, deep_supervision: bool = True, scan: str = "cross") -> None:
+                 decoder_drop_path_rate: float = 0.2, deep_supervision: bool = True, scan: ScanLike = "cross") -> None:
         super().__init__()
         _check_2d(type(self).__name__, spatial_dims)
         n = len(depths)

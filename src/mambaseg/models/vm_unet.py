@@ -57,6 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from mambaseg.blocks import VSSBlock
+from mambaseg.blocks.ss2d import ScanLike
 from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import MambaUNet, PatchEmbed2D, PatchExpand, VSSStage, _pixel_unshuffle_last
@@ -74,7 +75,7 @@ class VSSStageUp(nn.Module):
     ``(B, H, W, 2C)`` -> ``(B, 2H, 2W, C)`` with it.
     """
 
-    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], d_state: int, scan: str,
+    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], d_state: int, scan: ScanLike,
                  upsample: bool = False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
@@ -123,7 +124,7 @@ class VMUNet(nn.Module):
         embed_dim: Width of the first stage; encoder stage ``i`` has ``embed_dim * 2**i``.
         d_state: SSM state size of every SS2D.
         drop_path_rate: Maximum stochastic-depth rate (linear schedules).
-        scan: Scan order passed to every SS2D (``"cross"`` = VMamba's).
+        scan: Scan order of every SS2D: a name (``"cross"`` = VMamba's) or one ScanOrder object shared by all.
         patch_size: Patch-embedding stride (and final expanding factor).
 
     Shape:
@@ -132,7 +133,7 @@ class VMUNet(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2,
                  depths: Sequence[int] = (2, 2, 2, 2), depths_decoder: Sequence[int] = (2, 2, 2, 1),
-                 embed_dim: int = 96, d_state: int = 16, drop_path_rate: float = 0.2, scan: str = "cross",
+                 embed_dim: int = 96, d_state: int = 16, drop_path_rate: float = 0.2, scan: ScanLike = "cross",
                  patch_size: int = 4) -> None:
         super().__init__()
         if spatial_dims != 2:
