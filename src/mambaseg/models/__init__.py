@@ -7,8 +7,10 @@ Build one by name with :func:`create_model`; see :func:`list_models` and :func:`
 from . import (
     h_vmunet,  # noqa: F401
     lightm_unet,  # noqa: F401
+    segmamba,  # noqa: F401
     swin_umamba,  # noqa: F401
     swin_unet,  # noqa: F401
+    swin_unetr,  # noqa: F401
     ultralight_vm_unet,  # noqa: F401
     umamba,  # noqa: F401
     umamba_enc,  # noqa: F401

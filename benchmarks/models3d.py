@@ -1,0 +1,251 @@
+"""Efficiency of the 3D models: parameters, FLOPs (selective scan included), forward latency, training-step time
+and peak memory per input size, each (model, size) measured in its own fresh process, plus how time and memory
+grow from the smallest to the largest input next to the growth of the voxel count (the linear-complexity claim).
+
+Usage: ``python benchmarks/models3d.py [--models a,b] [--sizes 1x1x64x64x64,1x1x96x96x96] [--reps 3]
+[--devices cpu,cuda] [--out DIR]``; writes ``DIR/models3d.md`` and ``models3d.json`` (default DIR:
+``benchmarks/results``). Default sizes: 1x1x64^3 and 1x1x96^3 on CPU; on CUDA also 1x4x128^3. A training step is
+one SGD step (lr 0.01, momentum 0.99, Nesterov, weight decay 3e-5: SegMamba's and nnU-Net's recipe) on a
+cross-entropy loss against random labels; deep-supervision outputs are summed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import shlex
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from _common import peak_rss_bytes, timed  # benchmarks/ is on sys.path when this runs as a script
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS = "segmamba,umamba_bot,umamba_enc,lightm_unet,unet,swin_unetr"
+CPU_SIZES = "1x1x64x64x64,1x1x96x96x96"
+CUDA_SIZES = CPU_SIZES + ",1x4x128x128x128"
+NUM_CLASSES = 4
+
+
+def _loss(out, target):
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return sum(F.cross_entropy(o, F.interpolate(target[:, None].float(), o.shape[2:]).long()[:, 0]) for o in outs)
+
+
+def build(name: str, size: tuple):
+    """``create_model`` in 3D for an input ``(B, C, D, H, W)``; U-Mamba Enc is built for that patch size."""
+    from mambaseg import create_model, model_info
+
+    kwargs = {"in_channels": size[1], "num_classes": NUM_CLASSES}
+    if len(model_info(name).spatial_dims) > 1:
+        kwargs["spatial_dims"] = 3
+    if model_info(name).family == "umamba_enc" and not name.endswith("_test"):
+        kwargs["input_size"] = tuple(size[2:])  # as nnU-Net builds it for its patch size
+    return create_model(name, **kwargs)
+
+
+def _memory_mb(device: str, step) -> dict:
+    """Extra memory of one ``step()``: RSS growth on CPU; on CUDA the allocator's peak above what was allocated
+    before the step (``delta``) and its absolute peak (weights, gradients and optimizer state included)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated()
+        return {"delta": (peak - before) / 2**20, "absolute": peak / 2**20}
+    before = peak_rss_bytes(reset=True)
+    step()
+    return {"delta": (peak_rss_bytes() - before) / 2**20, "absolute": None}
+
+
+def measure_child(spec: dict) -> dict:
+    """In a fresh process: parameters, FLOPs, forward latency, training-step time and memory of one case."""
+    from mambaseg.benchmark import count_flops, count_parameters
+
+    torch.manual_seed(0)
+    device, size = spec["device"], tuple(spec["size"])
+    model = build(spec["model"], size).to(device)
+    x = torch.randn(*size, device=device)
+    target = torch.randint(0, NUM_CLASSES, (size[0], *size[2:]), device=device)
+    flops = count_flops(model, size)
+    model.eval()
+    with torch.no_grad():
+        fwd = timed(lambda: model(x), spec["reps"], device)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        _loss(model(x), target).backward()
+        opt.step()
+
+    step()  # warm-up: optimizer state and scratch buffers exist before the memory is measured
+    memory = _memory_mb(device, step)
+    train = timed(step, spec["reps"], device)
+    return {"params": count_parameters(model), "gflops": flops["total"] / 1e9,
+            "scan_share": flops["scan"] / max(flops["total"], 1), "fwd_ms": _stats(fwd), "train_ms": _stats(train),
+            "peak_train_mb": memory["delta"], "peak_train_abs_mb": memory["absolute"]}
+
+
+def _stats(seconds):
+    ms = [t * 1e3 for t in seconds]
+    return {"min": min(ms), "median": statistics.median(ms), "all": ms}
+
+
+def run_case(model: str, size: tuple, reps: int, device: str, timeout: float) -> dict:
+    spec = json.dumps({"model": model, "size": list(size), "reps": reps, "device": device})
+    try:
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", spec], capture_output=True,
+                              text=True, cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    if proc.returncode:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def voxels(size) -> int:
+    """Batch x spatial voxels of a ``(B, C, D, H, W)`` size (channels only touch the first layer)."""
+    return size[0] * math.prod(size[2:])
+
+
+def growth(run: dict) -> list:
+    """Per model: time and memory ratios from the smallest to the largest size that both ran, next to the voxel
+    ratio. A ratio equal to the voxel ratio is linear growth; below it, fixed costs still dominate."""
+    out = []
+    sizes = sorted((tuple(s) for s in run["sizes"]), key=voxels)
+    for row in run["rows"]:
+        ok = [s for s in sizes if "train_ms" in row["results"].get("x".join(map(str, s)), {})]
+        if len(ok) < 2 or voxels(ok[0]) == voxels(ok[-1]):
+            continue
+        a, b = (row["results"]["x".join(map(str, s))] for s in (ok[0], ok[-1]))
+        mem = b["peak_train_mb"] / a["peak_train_mb"] if a["peak_train_mb"] > 0 else None
+        out.append({"model": row["model"], "from": "x".join(map(str, ok[0])), "to": "x".join(map(str, ok[-1])),
+                    "voxel_ratio": voxels(ok[-1]) / voxels(ok[0]),
+                    "fwd_ratio": b["fwd_ms"]["min"] / a["fwd_ms"]["min"],
+                    "train_ratio": b["train_ms"]["min"] / a["train_ms"]["min"], "memory_ratio": mem, "gflops_ratio": b["gflops"] / a["gflops"]})
+    return out
+
+
+def _fmt(v, spec=".2f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def write_report(path: Path, data: dict) -> None:
+    m = data["machine"]
+    lines = ["# 3D model efficiency", "", f"Command: `{data['command']}`  ", f"Date: {data['date']}", "",
+             "## Machine",
+             f"- CPU: {m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable), "
+             f"{m['memory_gb']} GB RAM; GPU: {data['gpu'] or 'none'}",
+             f"- torch {data['versions']['torch']} (CUDA {data['versions']['cuda']}), mamba_ssm "
+             f"{data['versions']['mamba_ssm']}, {data['threads']} CPU threads, Python {m['python']}, {m['os']}",
+             f"- git commit: {m['git_commit']}", "", "## Method",
+             "- Each (device, model, input size) in a fresh process; models built with `create_model(name, "
+             f"in_channels=C, num_classes={NUM_CLASSES}, spatial_dims=3)` (the registered default configuration; "
+             "U-Mamba Enc with `input_size` = the input's spatial size, as nnU-Net builds it for its patch).",
+             f"- Times: one warm-up, then {data['reps']} repetitions; MINIMUM (MEDIAN) in ms. Forward: eval mode, "
+             "no_grad. Training step: SGD (lr 0.01, momentum 0.99, Nesterov, wd 3e-5), cross-entropy on random "
+             "labels (deep-supervision outputs summed), zero_grad + forward + backward + step. Selective scan: "
+             "backend `auto` (numba on CPU, mamba_ssm or chunked on CUDA).",
+             "- Peak memory of one training step after a warm-up step: CPU = peak RSS minus RSS before the step; "
+             "CUDA = `torch.cuda.max_memory_allocated()` minus the allocation before the step (absolute peak, with "
+             "weights, gradients and optimizer state, in parentheses).",
+             "- FLOPs: one forward, torch flop_counter convention (1 multiply-add = 2 FLOPs) plus 9 B D L N per "
+             "selective scan (mambaseg.benchmark.count_flops).",
+             "- Growth: ratio of the largest to the smallest input that ran, per model; voxels = batch x D x H x W. "
+             "Linear complexity means time and memory ratios near the voxel ratio (fixed costs pull them below). "
+             "Models that pad inputs (SegMamba to its size rule, SwinUNETR to multiples of 32 and at least 64, the "
+             "U-Nets to their total stride) compute on the padded size; the default sizes need no padding.",
+             ""]
+    for run in data["runs"]:
+        for size in run["sizes"]:
+            label = "x".join(map(str, size))
+            lines += [f"## {run['device'].upper()}, input {label}", "",
+                      "| model | params | GFLOPs | scan % of FLOPs | forward ms | train step ms | peak train MB |",
+                      "|---|---|---|---|---|---|---|"]
+            for row in run["rows"]:
+                r = row["results"].get(label, {})
+                if "error" in r:
+                    lines.append(f"| {row['model']} | error: {r['error'][:100]} | | | | | |")
+                    continue
+                mem = f"{r['peak_train_mb']:.0f}"
+                if r.get("peak_train_abs_mb") is not None:
+                    mem += f" ({r['peak_train_abs_mb']:.0f})"
+                lines.append(f"| {row['model']} | {r['params']:,} | {r['gflops']:.2f} | {100 * r['scan_share']:.1f} | "
+                             f"{r['fwd_ms']['min']:.0f} ({r['fwd_ms']['median']:.0f}) | "
+                             f"{r['train_ms']['min']:.0f} ({r['train_ms']['median']:.0f}) | {mem} |")
+            lines.append("")
+        lines += [f"## {run['device'].upper()}, growth from the smallest to the largest input", "",
+                  "| model | from -> to | voxel ratio | GFLOPs ratio | forward time ratio | train time ratio | "
+                  "train memory ratio |", "|---|---|---|---|---|---|---|"]
+        for g in run["growth"]:
+            lines.append(f"| {g['model']} | {g['from']} -> {g['to']} | {g['voxel_ratio']:.2f} | "
+                         f"{g['gflops_ratio']:.2f} | {g['fwd_ratio']:.2f} | {g['train_ratio']:.2f} | "
+                         f"{_fmt(g['memory_ratio'])} |")
+        if not run["growth"]:
+            lines.append("| (fewer than two sizes ran) | | | | | | |")
+        lines.append("")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated names")
+    parser.add_argument("--sizes", default=None, help=f"comma-separated BxCxDxHxW (default: CPU {CPU_SIZES}; "
+                                                      f"CUDA {CUDA_SIZES})")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--devices", default=None, help="comma-separated cpu,cuda (default: cpu, plus cuda if there)")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (model, size) process")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(ROOT / "src"))
+    if args.child:
+        print(json.dumps(measure_child(json.loads(args.child))))
+        return
+    from _machine import machine_info, package_versions
+
+    devices = args.devices.split(",") if args.devices else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if "cuda" in devices and not torch.cuda.is_available():
+        parser.error("--devices cuda: CUDA is not available here")
+    names = args.models.split(",")
+    runs = []
+    for device in devices:
+        spec = args.sizes or (CUDA_SIZES if device == "cuda" else CPU_SIZES)
+        sizes = [tuple(int(v) for v in s.split("x")) for s in spec.split(",")]
+        if any(len(s) != 5 for s in sizes):
+            parser.error(f"--sizes: each size is BxCxDxHxW, got {spec}")
+        rows = []
+        for name in names:
+            row = {"model": name, "results": {}}
+            for size in sizes:
+                label = "x".join(map(str, size))
+                row["results"][label] = res = run_case(name, size, args.reps, device, args.timeout)
+                shown = res.get("error") or (f"train {res['train_ms']['min']:.0f} ms, fwd {res['fwd_ms']['min']:.0f} "
+                                             f"ms, peak {res['peak_train_mb']:.0f} MB")
+                print(f"{device:4s} {name:14s} {label:18s} {shown}", flush=True)
+            rows.append(row)
+        run = {"device": device, "sizes": [list(s) for s in sizes], "rows": rows}
+        run["growth"] = growth(run)
+        runs.append(run)
+    data = {"command": shlex.join(["python", "benchmarks/models3d.py", *sys.argv[1:]]),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_info(str(ROOT)), "versions": package_versions(), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "reps": args.reps,
+            "runs": runs}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_report(out / "models3d.md", data)
+    (out / "models3d.json").write_text(json.dumps(data, indent=1))
+    print(f"wrote {out / 'models3d.md'}")
+
+
+if __name__ == "__main__":
+    main()
