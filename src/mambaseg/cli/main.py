@@ -30,6 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     from .train import add_train_parser
 
     add_train_parser(sub)
+    from .benchmark import add_benchmark_parser
+
+    add_benchmark_parser(sub)
+    from .compare import add_compare_parser
+
+    add_compare_parser(sub)
     return parser
 
 
@@ -63,6 +69,14 @@ def main(argv: list[str] | None = None) -> int:
         from .train import run_train
 
         return run_train(args)
+    if args.command == "benchmark":
+        from .benchmark import run_benchmark_command
+
+        return run_benchmark_command(args, sys.argv[1:] if argv is None else argv)
+    if args.command == "compare":
+        from .compare import run_compare_command
+
+        return run_compare_command(args, sys.argv[1:] if argv is None else argv)
     return 2
 
 

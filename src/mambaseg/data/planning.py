@@ -16,6 +16,8 @@ In the spirit of nnU-Net v2's ``DatasetFingerprintExtractor`` and ``ExperimentPl
   anisotropic data, the 10th percentile along the low-resolution axis, is not applied). For a 2D model on 3D
   data only the in-plane axes are listed (slices keep their spacing). ``None`` for natural images (PNG/JPG/...)
   and whenever every case already has the median spacing and shape-relevant resampling would be a no-op.
+  A ``target_spacing`` given to :func:`make_plan` replaces this rule (natural images included: their spacing is 1,
+  so ``[4, 4]`` shrinks them 4x per axis); patch and batch size are then derived from the shapes at that spacing.
 * **Patch size**: start from the median (resampled) shape of the axes the model sees, rounded up to a multiple
   of the divisor (32 in 2D; in 3D 32 per axis whose median is >= 64, else 16), capped at 512 per axis in 2D.
   In 3D the patch is then shrunk until it fits a voxel budget of ``VOXELS_3D_PER_GB * memory_budget_gb``
@@ -140,7 +142,8 @@ def _choose_dims(model_dims: Sequence[int], shapes: np.ndarray, requested: int |
 def make_plan(raw: RawDataset, model_name: str, *, cases: Sequence[str], patch_size: Sequence[int] | None = None,
               batch_size: int | None = None, memory_budget_gb: float | None = None,
               normalization: Sequence[str] | None = None, spatial_dims: int | None = None,
-              fingerprint_data: dict[str, Any] | None = None) -> Plan:
+              fingerprint_data: dict[str, Any] | None = None,
+              target_spacing: Sequence[float] | None = None) -> Plan:
     """Plan a run of ``model_name`` on ``raw`` (rules in the module docstring, recorded in ``plan.extra``).
 
     Args:
@@ -153,6 +156,8 @@ def make_plan(raw: RawDataset, model_name: str, *, cases: Sequence[str], patch_s
         normalization: override, one scheme per channel.
         spatial_dims: force 2 or 3 for a model supporting both.
         fingerprint_data: a precomputed :func:`fingerprint` of ``cases``.
+        target_spacing: override of the target spacing (array order; one entry per axis the model sees, i.e. the
+            in-plane axes for a 2D model on 3D data); recorded in ``extra["rules"]["target_spacing"]``.
 
     Returns:
         The plan (``extra`` holds ``rules``, ``median_shape``, ``median_spacing``, ``num_training_cases``,
@@ -171,7 +176,16 @@ def make_plan(raw: RawDataset, model_name: str, *, cases: Sequence[str], patch_s
     median_spacing = np.median(spacings, axis=0)
     axes = list(range(shapes.shape[1]))[1:] if slice_axis is not None else list(range(shapes.shape[1]))
     rules: dict[str, str] = {}
-    if natural:
+    if target_spacing is not None:
+        target = np.asarray([float(t) for t in target_spacing], dtype=float)
+        if len(target) != len(axes) or not np.all(target > 0):
+            raise ValueError(f"target_spacing {list(target_spacing)} must give {len(axes)} positive spacings (array "
+                             f"order) for a {dims}D model on data with {shapes.shape[1]} spatial axes")
+        resampled = shapes.copy()
+        resampled[:, axes] = np.maximum(1, np.round(spacings[:, axes] / target * shapes[:, axes]))
+        target_spacing = [float(t) for t in target]
+        rules["target_spacing"] = f"given: {target_spacing} (overrides the median-spacing rule)"
+    elif natural:
         target_spacing = None
         resampled = shapes
         rules["target_spacing"] = "None: natural 2D images are not resampled"

@@ -5,8 +5,9 @@ One loop (:func:`train`) serves every model; variants come from the config (pres
 
 1. Resolve the config (explicit values > family preset > :data:`~mambaseg.training.presets.BASE_DEFAULTS`).
 2. Prepare ``RUN_DIR``: refuse to overwrite a run that holds a checkpoint unless ``resume`` or ``overwrite``.
-3. Split (``splits.json`` in the dataset if present, else nnU-Net 5-fold with seed 12345, or a seeded 80/10/10
-   ``holdout``), plan (:func:`mambaseg.data.planning.make_plan` on the training cases), preprocess and cache.
+3. Split (``splits_file``, else ``splits.json`` in the dataset if present, else nnU-Net 5-fold with seed 12345, or
+   a seeded 80/10/10 ``holdout``), plan (:func:`mambaseg.data.planning.make_plan` on the training cases),
+   preprocess and cache.
 4. Train with nnU-Net-style patch sampling and augmentation; validate every ``val_every`` iterations on whole
    validation cases (sliding window with the plan's patch, 2D-on-3D slice by slice), per-case Dice on the
    preprocessed grid; log to ``log.csv`` (and TensorBoard when importable); write ``checkpoint_latest.pt`` at every
@@ -71,6 +72,10 @@ class TrainConfig:
         fold, split, split_seed: ``split`` is ``"5fold"`` (nnU-Net folds, seed 12345) or ``"holdout"`` (seeded
             80/10/10, seed 0); a ``splits.json`` in the dataset takes precedence (a list of folds or a
             ``{"train", "val"}`` dict; val ids found only in ``imagesTs`` are read from there).
+        splits_file: a split file in that same format used instead of the dataset's ``splits.json`` (other keys,
+            e.g. ``"test"``, are ignored); how :mod:`mambaseg.study.benchmark` gives every run one split.
+        target_spacing: resample every case to this spacing (array order, the axes the model sees) instead of the
+            plan's rule; natural 2D images have spacing 1, so ``[4, 4]`` makes them 4x smaller per axis.
         iterations | epochs | time_budget_minutes: the budget (one of them); an epoch is ``iterations_per_epoch``
             iterations (0 = one pass over the training cases, ``ceil(cases / batch)``).
         seed: seed of weights, sampling and augmentation.
@@ -101,6 +106,7 @@ class TrainConfig:
     fold: int = 0
     split: str = "5fold"
     split_seed: int | None = None
+    splits_file: str | None = None
     iterations: int | None = None
     epochs: int | None = None
     iterations_per_epoch: int | None = None
@@ -118,6 +124,7 @@ class TrainConfig:
     grad_clip: float | None = None
     batch_size: int | None = None
     patch_size: list[int] | None = None
+    target_spacing: list[float] | None = None
     val_every: int | None = None
     val_max_cases: int | None = None
     val_overlap: float = 0.5
@@ -253,7 +260,9 @@ def _build_model(cfg: TrainConfig, plan) -> torch.nn.Module:
 def _split(raw, cfg: TrainConfig) -> tuple[list[str], list[str], str]:
     from mambaseg.data.splits import load_splits, make_folds, make_splits
 
-    f = raw.path / "splits.json"
+    f = Path(cfg.splits_file) if cfg.splits_file else raw.path / "splits.json"
+    if cfg.splits_file and not f.is_file():
+        raise FileNotFoundError(f"splits_file {f} not found")
     if f.is_file():
         s = load_splits(f)
         if isinstance(s, list):
@@ -342,43 +351,48 @@ def train(config: TrainConfig, callbacks: list[Callback] | None = None) -> RunRe
     """
     cfg, preset_name = resolve_config(config)
     ctx = _Run(cfg, preset_name)  # run folder, split, plan, cached data, sampler, logs
-    run_dir, plan, store, sampler, val_cases = ctx.run_dir, ctx.plan, ctx.store, ctx.sampler, ctx.val_cases
-    device, amp_dtype = _device(cfg.device), _amp_dtype(cfg.amp, _device(cfg.device))
-    seed_everything(cfg.seed, cfg.deterministic)
-    model = _build_model(cfg, plan).to(device)
-    loss_fn = _make_loss(cfg.loss, plan.extra.get("ignore_label"))
-    opt = _make_optimizer(cfg, model)
-    time_budget = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes else None
-    total = ctx.total_iterations or _TIME_TICKS
-    sched = _make_schedule(cfg, opt, total)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    it, best, best_it, elapsed0, history = 0, -math.inf, 0, 0.0, []
-    if ctx.checkpoint is not None:
-        ck = ctx.checkpoint
-        model.load_state_dict(ck["model"]), opt.load_state_dict(ck["optimizer"]), sched.load_state_dict(ck["scheduler"])
-        if ck.get("grad_scaler"):
-            scaler.load_state_dict(ck["grad_scaler"])
-        sched.max_steps = total  # a resume may extend the budget; the schedule then stretches to the new end
-        it, best, best_it, elapsed0 = ck["iteration"], ck["best_dice"], ck["best_iteration"], ck["elapsed"]
-        sampler.load_state_dict(ck["sampler"]), restore_rng_state(ck["rng"])
-        logger.info("resumed from %s at iteration %d", run_dir / "checkpoint_latest.pt", it)
-    t0 = time.monotonic() - elapsed0
-    val_every = max(1, int(cfg.val_every))
-    done = (lambda i: time.monotonic() - t0 >= time_budget) if time_budget else (lambda i: i >= total)
+    try:  # a failure before the loop must not leave this run's log handler and log.csv open
+        run_dir, plan, store, sampler, val_cases = ctx.run_dir, ctx.plan, ctx.store, ctx.sampler, ctx.val_cases
+        device, amp_dtype = _device(cfg.device), _amp_dtype(cfg.amp, _device(cfg.device))
+        seed_everything(cfg.seed, cfg.deterministic)
+        model = _build_model(cfg, plan).to(device)
+        loss_fn = _make_loss(cfg.loss, plan.extra.get("ignore_label"))
+        opt = _make_optimizer(cfg, model)
+        time_budget = cfg.time_budget_minutes * 60.0 if cfg.time_budget_minutes else None
+        total = ctx.total_iterations or _TIME_TICKS
+        sched = _make_schedule(cfg, opt, total)
+        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+        it, best, best_it, elapsed0, history = 0, -math.inf, 0, 0.0, []
+        if ctx.checkpoint is not None:
+            ck = ctx.checkpoint
+            model.load_state_dict(ck["model"]), opt.load_state_dict(ck["optimizer"])
+            sched.load_state_dict(ck["scheduler"])
+            if ck.get("grad_scaler"):
+                scaler.load_state_dict(ck["grad_scaler"])
+            sched.max_steps = total  # a resume may extend the budget; the schedule then stretches to the new end
+            it, best, best_it, elapsed0 = ck["iteration"], ck["best_dice"], ck["best_iteration"], ck["elapsed"]
+            sampler.load_state_dict(ck["sampler"]), restore_rng_state(ck["rng"])
+            logger.info("resumed from %s at iteration %d", run_dir / "checkpoint_latest.pt", it)
+        t0 = time.monotonic() - elapsed0
+        val_every = max(1, int(cfg.val_every))
+        done = (lambda i: time.monotonic() - t0 >= time_budget) if time_budget else (lambda i: i >= total)
 
-    def save(name: str, metrics_dice: float) -> None:
-        sampler.position = it
-        save_checkpoint(run_dir / name, {
-            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None, "iteration": it,
-            "best_dice": best, "best_iteration": best_it, "last_dice": metrics_dice, "elapsed": time.monotonic() - t0,
-            "rng": capture_rng_state(), "sampler": sampler.state_dict(), "config": asdict(cfg), "plan": plan.to_dict(),
-            "model_name": cfg.model})
+        def save(name: str, metrics_dice: float) -> None:
+            sampler.position = it
+            save_checkpoint(run_dir / name, {
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "grad_scaler": scaler.state_dict() if scaler.is_enabled() else None, "iteration": it,
+                "best_dice": best, "best_iteration": best_it, "last_dice": metrics_dice,
+                "elapsed": time.monotonic() - t0, "rng": capture_rng_state(), "sampler": sampler.state_dict(),
+                "config": asdict(cfg), "plan": plan.to_dict(), "model_name": cfg.model})
 
-    batches = ctx.batch_iterator(it)
-    stop = _SigintFlag()
-    pbar = ctx.progress_bar(total if not time_budget else None, it)
-    losses, last_dice, lr = [], math.nan, opt.param_groups[0]["lr"]
+        batches = ctx.batch_iterator(it)
+        stop = _SigintFlag()
+        pbar = ctx.progress_bar(total if not time_budget else None, it)
+        losses, last_dice, lr = [], math.nan, opt.param_groups[0]["lr"]
+    except BaseException:
+        ctx.close()
+        raise
     try:
         while not done(it):
             x, y = (t.to(device, non_blocking=True) for t in next(batches))
@@ -470,7 +484,8 @@ def _git_commit(start: Path) -> str | None:
         if git.is_file():
             break
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=10, check=False)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=10,
+                             check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None if out.returncode == 0 else None
@@ -566,7 +581,8 @@ class _Run:
             if cfg.val_max_cases is not None:
                 val_cases = val_cases[:cfg.val_max_cases]
             plan = make_plan(raw, cfg.model, cases=train_cases, patch_size=cfg.patch_size, batch_size=cfg.batch_size,
-                             memory_budget_gb=cfg.memory_budget_gb, spatial_dims=cfg.model_kwargs.get("spatial_dims"))
+                             memory_budget_gb=cfg.memory_budget_gb, spatial_dims=cfg.model_kwargs.get("spatial_dims"),
+                             target_spacing=cfg.target_spacing)
         test_cases = [c for c in val_cases if c not in raw.cases]
         unknown = sorted(set(test_cases) - set(raw.test_cases))
         if unknown:
