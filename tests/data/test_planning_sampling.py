@@ -9,7 +9,7 @@ from mambaseg.data.augmentation import Augmenter
 from mambaseg.data.io import ImageMeta, write_image
 from mambaseg.data.nnunet_raw import RawDataset, generate_dataset_json
 from mambaseg.data.plan import Plan
-from mambaseg.data.planning import VOXELS_3D_PER_GB, fingerprint, make_plan
+from mambaseg.data.planning import VOXELS_3D_PER_GB, fingerprint, make_plan, normalization_for
 from mambaseg.data.sampling import CaseStore, PatchSampler, crop_with_padding
 
 
@@ -78,7 +78,8 @@ def test_plan_3d_ct_rules(ct3d):
     assert np.prod(small.patch_size) <= VOXELS_3D_PER_GB * 0.1
     assert all(p % 16 == 0 for p in small.patch_size)
     sliced = make_plan(ct3d, "mamba_unet_test", cases=ct3d.cases, fingerprint_data=fp)
-    assert sliced.spatial_dims == 2 and sliced.slice_axis == 0 and sliced.target_spacing is None  # in-plane already at median
+    # in-plane already at the median spacing: nothing to resample
+    assert sliced.spatial_dims == 2 and sliced.slice_axis == 0 and sliced.target_spacing is None
 
 
 def test_plan_errors(kvasir):
@@ -168,3 +169,15 @@ def test_augmentation_determinism():
     v = rng.normal(size=(1, 12, 16, 16)).astype(np.float32)
     x3, y3 = aug3(v, (v[0] > 0).astype(np.uint8), np.random.default_rng(0))
     assert x3.shape == v.shape and y3.shape == v.shape[1:]
+
+
+@pytest.mark.parametrize("names, ending, expected", [
+    (["CT"], ".nii.gz", ["ct"]),
+    (["noNorm", "NONORM"], ".nii.gz", ["none", "none"]),  # nnU-Net v2 names select the scheme, any case
+    (["zscore", "rgb_to_0_1"], ".nii.gz", ["zscore", "rgb"]),
+    (["FLAIR", "T1c"], ".nii.gz", ["zscore", "zscore"]),
+    (["R", "G", "B"], ".nii.gz", ["rgb"] * 3),
+    (["a", "b", "c"], ".png", ["rgb"] * 3),
+])
+def test_normalization_for_channel_names(names, ending, expected):
+    assert normalization_for(names, ending) == expected

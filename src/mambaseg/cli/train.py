@@ -41,6 +41,9 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--batch-size", type=int, help="override the plan's batch size")
     p.add_argument("--patch-size", type=int, nargs="+", help="override the plan's patch size (H W or D H W)")
     p.add_argument("--val-every", type=int, help="validate every N iterations")
+    p.add_argument("--val-max-cases", type=int, help="validate on at most N cases (0 = no validation)")
+    p.add_argument("--target-spacing", type=float, nargs="+", help="resample to this spacing (array order, mm)")
+    p.add_argument("--memory-budget-gb", type=float, help="accelerator memory the plan is sized for (default 8)")
     p.add_argument("--num-workers", type=int, help="data-loading worker processes (default 0)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--amp", choices=("auto", "off", "bf16", "fp16"))
@@ -56,8 +59,8 @@ def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.Argumen
 
 _KEYS = ("data", "model", "out", "preset", "fold", "split", "iterations", "epochs", "time_budget_minutes",
          "iterations_per_epoch", "seed", "optimizer", "lr", "schedule", "loss", "batch_size", "patch_size",
-         "val_every", "num_workers", "device", "amp", "augmentation", "resume", "overwrite", "deterministic",
-         "progress")
+         "val_every", "val_max_cases", "target_spacing", "memory_budget_gb", "num_workers", "device", "amp",
+         "augmentation", "resume", "overwrite", "deterministic", "progress")
 
 
 def config_values(args: argparse.Namespace) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from .convert import (
     convert_msd,
     pair_images_and_masks,
 )
+from .convert_cases import convert_brats2015_deepmedic, convert_case_folders
 from .io import (
     SUPPORTED_EXTENSIONS,
     ImageMeta,
@@ -32,6 +33,8 @@ __all__ = [
     "UnsupportedFormatError",
     "check_dataset",
     "convert_acdc_h5",
+    "convert_brats2015_deepmedic",
+    "convert_case_folders",
     "convert_folders_2d",
     "convert_msd",
     "dataset_folder_name",

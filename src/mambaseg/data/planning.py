@@ -11,7 +11,8 @@ In the spirit of nnU-Net v2's ``DatasetFingerprintExtractor`` and ``ExperimentPl
   A 2D model on 3D data slices axis 0 (``slice_axis=0``) and its patch covers the in-plane axes.
 * **Normalisation** per channel, as nnU-Net: a channel named ``CT`` -> ``"ct"`` (global foreground percentile
   clip + z-score); channels ``R``/``G``/``B`` or a 3-channel ``.png``/``.jpg``/``.bmp`` image -> ``"rgb"``
-  (divide by 255); anything else -> ``"zscore"`` (per image).
+  (divide by 255); channels named ``noNorm`` / ``zscore`` / ``rgb_to_0_1`` select that scheme by name, as
+  nnU-Net v2 does (``noNorm`` -> ``"none"``, for data normalised upstream); anything else -> ``"zscore"`` (per image).
 * **Target spacing**: the per-axis median spacing (nnU-Net's default for isotropic-ish data; its extra rule for
   anisotropic data, the 10th percentile along the low-resolution axis, is not applied). For a 2D model on 3D
   data only the in-plane axes are listed (slices keep their spacing). ``None`` for natural images (PNG/JPG/...)
@@ -103,6 +104,10 @@ def fingerprint(raw: RawDataset, cases: Sequence[str], *, voxels_per_case: int =
             "intensity": intensity}
 
 
+#: nnU-Net v2 channel names that select a normalisation scheme by name (case-insensitive), as nnU-Net does.
+_NNUNET_CHANNEL_SCHEMES = {"ct": "ct", "nonorm": "none", "zscore": "zscore", "rgb_to_0_1": "rgb"}
+
+
 def normalization_for(channel_names: Sequence[str], file_ending: str) -> list[str]:
     """nnU-Net's choice of normalisation per channel (see the module docstring)."""
     names = [str(n).strip() for n in channel_names]
@@ -110,8 +115,8 @@ def normalization_for(channel_names: Sequence[str], file_ending: str) -> list[st
         len(names) == 3 and file_ending.lower() in _NATURAL_ENDINGS)
     out = []
     for n in names:
-        if n.upper() == "CT":
-            out.append("ct")
+        if n.casefold() in _NNUNET_CHANNEL_SCHEMES:
+            out.append(_NNUNET_CHANNEL_SCHEMES[n.casefold()])
         elif rgb or n.lower() in ("r", "g", "b", "red", "green", "blue"):
             out.append("rgb")
         else:
@@ -218,7 +223,8 @@ def make_plan(raw: RawDataset, model_name: str, *, cases: Sequence[str], patch_s
                 i = int(np.argmax(extent))
                 patch[i] -= div[i]
             rules["patch_size"] = (f"median shape rounded up to multiples of {div}, shrunk along the largest "
-                                   f"physical extent until <= {int(limit)} voxels ({VOXELS_3D_PER_GB}/GB x {budget} GB)")
+                                   f"physical extent until <= {int(limit)} voxels "
+                                   f"({VOXELS_3D_PER_GB}/GB x {budget} GB)")
     else:
         patch = [int(p) for p in patch_size]
         rules["patch_size"] = "given"
@@ -243,7 +249,8 @@ def make_plan(raw: RawDataset, model_name: str, *, cases: Sequence[str], patch_s
     bad = [s for s in norm if s not in NORMALIZATION_SCHEMES]
     if bad or len(norm) != len(channel_names):
         raise ValueError(f"normalization {norm} must give one of {NORMALIZATION_SCHEMES} per channel {channel_names}")
-    rules["normalization"] = "given" if normalization is not None else "CT -> ct, R/G/B -> rgb, else zscore"
+    rules["normalization"] = ("given" if normalization is not None
+                              else "CT -> ct, noNorm -> none, R/G/B -> rgb, else zscore")
     stats = [dict(fp["intensity"][c]) if s == "ct" else {} for c, s in enumerate(norm)]
     labels = {k: v for k, v in raw.labels.items()}
     num_classes = max(int(v) for v in raw.all_labels if v != raw.ignore_label) + 1
