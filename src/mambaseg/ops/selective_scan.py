@@ -9,7 +9,10 @@ Backends:
     ``chunked``    two-level chunked scan in pure PyTorch with a memory-lean custom backward (CPU and GPU).
     ``mamba_ssm``  mamba_ssm's CUDA kernel, when that package imports and the tensors are on CUDA.
     ``numba``      fused CPU kernels compiled at first use by Numba (a wheel; no C compiler), when it imports.
-    ``auto``       the fastest available for the given tensors (mamba_ssm on CUDA, numba on CPU, else chunked);
+    ``triton``     fused GPU kernels written in Triton (compiled at first use), on CUDA when Triton imports; on CPU
+                   only under Triton's interpreter (``TRITON_INTERPRET=1``, for tests).
+    ``auto``       the fastest available for the given tensors (mamba_ssm, else triton on CUDA; numba on CPU; else
+                   chunked);
                    ``reference`` while tracing or exporting to ONNX (the chunked backend's autograd Function is
                    not traceable; the exported graph unrolls L).
 
@@ -36,11 +39,12 @@ from ._checks import check_scan_inputs
 from ._chunked import selective_scan_chunked
 from ._numba import numba_available, selective_scan_numba
 from ._reference import selective_scan_reference
+from ._triton import selective_scan_triton, triton_available
 
 _BACKENDS: dict[str, Callable] = {}
 _AVAILABLE: dict[str, Callable[[torch.Tensor], bool]] = {}
 #: Order in which ``backend="auto"`` tries the backends.
-AUTO_PREFERENCE = ("mamba_ssm", "numba", "chunked")
+AUTO_PREFERENCE = ("mamba_ssm", "triton", "numba", "chunked")
 _AUTO_OVERRIDE: contextvars.ContextVar = contextvars.ContextVar("mambaseg_scan_backend", default=None)
 
 
@@ -106,6 +110,7 @@ register_backend("reference", selective_scan_reference)
 register_backend("chunked", selective_scan_chunked)
 register_backend("mamba_ssm", _selective_scan_mamba_ssm, _mamba_ssm_available)
 register_backend("numba", selective_scan_numba, lambda u: u.device.type == "cpu" and numba_available())
+register_backend("triton", selective_scan_triton, triton_available)
 
 
 def resolve_backend(backend: str, u: torch.Tensor) -> str:

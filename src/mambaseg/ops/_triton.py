@@ -1,0 +1,627 @@
+"""Fused Triton selective scan (S6 of Mamba, Gu & Dao 2023, arXiv 2312.00752) with its backward.
+
+Same semantics as :func:`mambaseg.ops.selective_scan` (mamba_ssm's ``selective_scan_fn``): fixed ``(D, N)``, shared
+``(B, N, L)`` and grouped ``(B, G, N, L)`` B/C; ``D``, ``z``, ``delta_bias``, ``delta_softplus``; the last state
+(whose gradient, unlike mamba_ssm's CUDA op, is propagated). Inputs may be fp32, fp16 or bf16; everything is
+accumulated in fp32 and the output has the dtype of ``u``. ``exp`` is ``exp2`` of ``log2(e)``-scaled ``A``.
+
+Structure (the two-level scheme of mamba_ssm's CUDA kernel and of :mod:`._chunked`): L is cut into chunks of
+``T`` steps (a power of two) and every kernel runs one program per (batch, block of channels, chunk), so a long
+sequence with few channels (3D volumes) still fills the GPU. A channel block never straddles two B/C groups, so
+a program reads one B/C row per step and reduces dB/dC over its channels before one atomic add.
+
+Forward:
+    1. ``_fwd_chunk_kernel`` (pass 1): each chunk but the last scans from a zero state with the state
+       ``(BLOCK_D, N)`` in registers and writes its end state and ``sum(delta)`` (the chunk decay is
+       ``exp(A * sum(delta))``);
+    2. ``_chunk_combine_kernel``: a sequential pass over chunks gives each chunk's start state;
+    3. ``_fwd_chunk_kernel`` (pass 2): each chunk re-scans from its start state and writes
+       ``out = (<h_t, C_t> + D u_t) * silu(z_t)``, and the last chunk the last state.
+    Only ``(B, D, n_chunks, N)`` start states are kept for the backward; nothing of size ``(B, D, L, N)`` is
+    ever written.
+Backward:
+    1. ``_bwd_chunk_carry_kernel``: each chunk but the first walks its steps in reverse from a zero adjoint and
+       writes the adjoint it sends to the previous chunk's end state;
+    2. ``_chunk_combine_kernel`` (reverse): the adjoint arriving at each chunk's end (the last one gets the
+       gradient of the last state);
+    3. ``_bwd_chunk_kernel``: per chunk and per state index n, the states ``h`` (forward) and the adjoints ``g``
+       (reverse) of the whole chunk are formed in registers as ``(BLOCK_D, T)`` tiles by two associative scans
+       (from the saved start state and the carried adjoint; the reverse one scans the chunk read backwards and is
+       flipped back with ``tl.flip``), and du, ddelta, dA, dB, dC, dD, dz, ddelta_bias are
+       emitted. ``a_t h_{t-1}`` is taken as ``h_t - delta_t B_t u_t``: no division by a decay, so strong decays
+       stay exact. (A purely sequential reverse walk would need ``h_{t-1} = (h_t - x_t) / a_t``, which blows up
+       when ``a_t`` underflows; the scans recompute the chunk's states instead, as the CUDA kernel does.)
+
+Several scan directions in one launch (VMamba's SS2D, K = 4; SegMamba's three orders, K = 3): stack the
+directions along channels and pass B/C grouped by direction::
+
+    u, delta: (batch, K * D, L)      # direction k owns channels k*D ... (k+1)*D - 1
+    A: (K * D, N); D, delta_bias: (K * D,)
+    B, C: (batch, K, N, L)           # group k = direction k
+    out = selective_scan_triton(u, delta, A, B, C, D=D, delta_bias=delta_bias, delta_softplus=True)
+
+Channel ``d`` uses group ``d // D``, i.e. its own direction's B/C: this *is* the packed scan, one launch for all
+directions (no separate ``_packed`` entry point is needed).
+
+Importing this module imports no Triton: the kernels are wrapped at first use, for the interpreter or for the
+compiler according to how Triton itself was set up when first imported (``TRITON_INTERPRET=1`` is read then, for
+Triton's own standard library, so the mode is fixed per process; see :func:`triton_mode`).
+:func:`compile_for_gpu` builds every kernel for a GPU architecture without a GPU (a CI check).
+
+Written from the mamba_ssm semantics; no code is taken from other Triton scans. Not yet timed on a GPU: block
+sizes (``block_d``, the chunk length, 4 warps) are first guesses to tune with ``benchmarks/scan.py``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import types
+from typing import TYPE_CHECKING, Optional
+
+import torch
+
+from ._checks import check_scan_inputs
+
+if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrapped (see _kernels)
+    import triton.language as tl
+
+_HELPERS = ("_affine_combine", "_softplus")
+_KERNELS = ("_fwd_chunk_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel", "_bwd_chunk_kernel")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Kernel sources. They are plain functions here; ``_kernels`` wraps copies of them for the interpreter or for the
+# compiler, each copy with its own globals (``tl`` and the matching helpers).
+# ----------------------------------------------------------------------------------------------------------------
+
+def _affine_combine(a_first, x_first, a_second, x_second):
+    """Composition of two steps ``h -> a h + x`` (``first`` applied first)."""
+    return a_first * a_second, a_second * x_first + x_second
+
+
+def _softplus(x):
+    """``log(1 + exp(x))`` with torch's threshold of 20 (identity above)."""
+    return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))), x)
+
+
+def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
+                      sumdelta_ptr, last_ptr, dim, length, n_state, n_chunks, chunk_len, P, n_pblocks,
+                      sbb, sbg, sbn, scb, scg, scn,
+                      OUTPUT: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr,
+                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                      SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Sequential scan of one chunk, state ``(BLOCK_D, BLOCK_N)`` in registers.
+
+    ``OUTPUT=False``: from a zero state; writes the end state to ``state_ptr`` ``(B, D, nc, N)`` and the chunk's
+    ``sum(delta)`` to ``sumdelta_ptr`` ``(B, D, nc)``. ``OUTPUT=True``: from the start state read at
+    ``state_ptr``; writes ``out`` ``(B, D, L)`` and, for the last chunk, ``last_ptr`` ``(B, D, N)``.
+    """
+    pid_b = tl.program_id(0)
+    pid_gp = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    grp = pid_gp // n_pblocks
+    p = (pid_gp % n_pblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = p < P
+    d = grp * P + p
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < n_state
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    dn = d[:, None] * n_state + offs_n[None, :]
+    A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
+    row = pid_b * dim * length + d * length
+    state_idx = ((pid_b * dim + d) * n_chunks + pid_c)[:, None] * n_state + offs_n[None, :]
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    if B_FIXED:
+        B_fix = tl.load(B_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32)
+    if OUTPUT:
+        h = tl.load(state_ptr + state_idx, mask=mask_dn, other=0.0)
+        if C_FIXED:
+            C_fix = tl.load(C_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    else:
+        h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    t0 = pid_c * chunk_len
+    t1 = tl.minimum(t0 + chunk_len, length)
+    for t in range(t0, t1):
+        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+        if B_FIXED:
+            Bt = B_fix
+        else:
+            Bt = tl.load(B_ptr + pid_b * sbb + grp * sbg + offs_n * sbn + t, mask=mask_n,
+                         other=0.0).to(tl.float32)[None, :]
+        h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt
+        if OUTPUT:
+            if C_FIXED:
+                Ct = C_fix
+            else:
+                Ct = tl.load(C_ptr + pid_b * scb + grp * scg + offs_n * scn + t, mask=mask_n,
+                             other=0.0).to(tl.float32)[None, :]
+            y = tl.sum(h * Ct, axis=1)
+            if HAS_D:
+                y = y + Dv * u
+            if HAS_Z:
+                zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+                y = y * zt * tl.sigmoid(zt)
+            tl.store(out_ptr + row + t, y, mask=mask_d)
+        else:
+            dsum = dsum + dt
+    if OUTPUT:
+        if pid_c == n_chunks - 1:
+            tl.store(last_ptr + (pid_b * dim + d)[:, None] * n_state + offs_n[None, :], h, mask=mask_dn)
+    else:
+        tl.store(state_ptr + state_idx, h, mask=mask_dn)
+        tl.store(sumdelta_ptr + (pid_b * dim + d) * n_chunks + pid_c, dsum, mask=mask_d)
+
+
+def _chunk_combine_kernel(local_ptr, sumdelta_ptr, A_ptr, init_ptr, out_ptr, dim, n_state, n_chunks,
+                          REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
+                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Links chunks: ``s <- exp(A sum(delta)_c) s + local_c`` over c, writing the state entering each chunk.
+
+    Forward (``REVERSE=False``): ``out[0] = 0``, ``out[c+1] = decay_c out[c] + local_c``. Reverse: ``out[nc-1] =
+    init`` (gradient of the last state), ``out[c-1] = decay_c out[c] + local_c``. Shapes: ``local, out:
+    (B, D, nc, N)``, ``sumdelta: (B, D, nc)``, ``init: (B, D, N)``. Grid: (batch, cdiv(D, BLOCK_D)).
+    """
+    pid_b = tl.program_id(0)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = d < dim
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_dn = mask_d[:, None] & (offs_n < n_state)[None, :]
+    A2 = tl.load(A_ptr + d[:, None] * n_state + offs_n[None, :], mask=mask_dn,
+                 other=0.0).to(tl.float32) * 1.4426950408889634
+    base = (pid_b * dim + d) * n_chunks
+    if HAS_INIT:
+        s = tl.load(init_ptr + (pid_b * dim + d)[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)
+    else:
+        s = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    if REVERSE:
+        c_first = n_chunks - 1
+    else:
+        c_first = 0
+    tl.store(out_ptr + (base + c_first)[:, None] * n_state + offs_n[None, :], s, mask=mask_dn)
+    for i in range(0, n_chunks - 1):
+        if REVERSE:
+            c = n_chunks - 1 - i
+            c_next = c - 1
+        else:
+            c = i
+            c_next = i + 1
+        local = tl.load(local_ptr + (base + c)[:, None] * n_state + offs_n[None, :], mask=mask_dn,
+                        other=0.0)
+        dsum = tl.load(sumdelta_ptr + base + c, mask=mask_d, other=0.0)
+        s = tl.exp2(dsum[:, None] * A2) * s + local
+        tl.store(out_ptr + (base + c_next)[:, None] * n_state + offs_n[None, :], s, mask=mask_dn)
+
+
+def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, local_ptr, sumdelta_ptr,
+                            dim, length, n_state, n_chunks, chunk_len, P, n_pblocks, scb, scg, scn,
+                            C_FIXED: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                            SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Reverse walk of chunk ``pid_c + 1`` from a zero adjoint.
+
+    Writes ``a_{t0} g_{t0}`` (the adjoint it sends to the previous chunk's end state) to ``local_ptr``
+    ``(B, D, nc, N)`` and the chunk's ``sum(delta)`` to ``sumdelta_ptr`` ``(B, D, nc)``.
+    """
+    pid_b = tl.program_id(0)
+    pid_gp = tl.program_id(1)
+    chunk = tl.program_id(2) + 1
+    grp = pid_gp // n_pblocks
+    p = (pid_gp % n_pblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = p < P
+    d = grp * P + p
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < n_state
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    dn = d[:, None] * n_state + offs_n[None, :]
+    A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
+    row = pid_b * dim * length + d * length
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    if C_FIXED:
+        C_fix = tl.load(C_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32)
+    q = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+    dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
+    t0 = chunk * chunk_len
+    t1 = tl.minimum(t0 + chunk_len, length)
+    for i in range(0, t1 - t0):
+        t = t1 - 1 - i
+        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        dy = tl.load(dout_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
+            dy = dy * zt * tl.sigmoid(zt)
+        if C_FIXED:
+            Ct = C_fix
+        else:
+            Ct = tl.load(C_ptr + pid_b * scb + grp * scg + offs_n * scn + t, mask=mask_n,
+                         other=0.0).to(tl.float32)[None, :]
+        q = tl.exp2(dt[:, None] * A2) * (dy[:, None] * Ct + q)
+        dsum = dsum + dt
+    state_idx = ((pid_b * dim + d) * n_chunks + chunk)[:, None] * n_state + offs_n[None, :]
+    tl.store(local_ptr + state_idx, q, mask=mask_dn)
+    tl.store(sumdelta_ptr + (pid_b * dim + d) * n_chunks + chunk, dsum, mask=mask_d)
+
+
+def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, starts_ptr,
+                      carries_ptr, du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
+                      dim, length, n_state, n_chunks, P, n_pblocks, sbb, sbg, sbn, scb, scg, scn,
+                      B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_D: tl.constexpr,
+                      HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                      BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
+    """All gradients of one chunk of ``BLOCK_T`` steps for ``BLOCK_D`` channels, looping over the states n.
+
+    ``starts, carries: (B, D, nc, N)``: the state entering each chunk and the adjoint arriving at its end.
+    ``du, ddelta, dz`` are written; ``dA, dB, dC, dD, dbias`` (fp32, zero-initialised) are accumulated with
+    atomic adds (dB/dC already summed over the block's channels, which all belong to one group).
+    """
+    pid_b = tl.program_id(0)
+    pid_gp = tl.program_id(1)
+    pid_c = tl.program_id(2)
+    grp = pid_gp // n_pblocks
+    p = (pid_gp % n_pblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = p < P
+    d = grp * P + p
+    steps = tl.arange(0, BLOCK_T)
+    offs_t = pid_c * BLOCK_T + steps
+    mask_t = offs_t < length
+    mask2 = mask_d[:, None] & mask_t[None, :]
+    ptr2 = (pid_b * dim * length + d * length)[:, None] + offs_t[None, :]
+    u = tl.load(u_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+    dt_pre = tl.load(delta_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+    # The adjoint runs backwards in time: its scan reads the chunk in reversed order (index i <-> step
+    # BLOCK_T - 1 - i) and its result is flipped back (a forward scan plus tl.flip, not associative_scan's
+    # reverse=True, reported wrong on GPUs for non-commutative combines: triton-lang/triton#4362).
+    offs_r = pid_c * BLOCK_T + (BLOCK_T - 1 - steps)
+    mask_r = mask_d[:, None] & (offs_r < length)[None, :]
+    ptr_r = (pid_b * dim * length + d * length)[:, None] + offs_r[None, :]
+    # delta one step later (the reverse scan's coefficient); 0 (decay 1) past the end of the chunk or sequence
+    mask_next = mask_d[:, None] & ((offs_r + 1) < length)[None, :] & (steps > 0)[None, :]
+    dt_next = tl.load(delta_ptr + ptr_r + 1, mask=mask_next, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+        dt_pre = dt_pre + bias[:, None]
+        dt_next = dt_next + bias[:, None]
+    dt = dt_pre
+    if SOFTPLUS:
+        dt = _softplus(dt_pre)
+        dt_next = _softplus(dt_next)
+    dt = tl.where(mask2, dt, 0.0)
+    dt_next = tl.where(mask_next, dt_next, 0.0)
+    dout = tl.load(dout_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+    dy_r = tl.load(dout_ptr + ptr_r, mask=mask_r, other=0.0).to(tl.float32)
+    if HAS_Z:
+        zz = tl.load(z_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+        sig_z = tl.sigmoid(zz)
+        dy = dout * zz * sig_z
+        z_r = tl.load(z_ptr + ptr_r, mask=mask_r, other=0.0).to(tl.float32)
+        dy_r = dy_r * z_r * tl.sigmoid(z_r)
+    else:
+        dy = dout
+    is_first = (steps == 0)[None, :]  # first step of the chunk; in reversed order: its last step
+    y_acc = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+    gB_acc = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+    ddt_acc = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
+    state_row = ((pid_b * dim + d) * n_chunks + pid_c) * n_state
+    for n in range(0, n_state):
+        A_n = tl.load(A_ptr + d * n_state + n, mask=mask_d, other=0.0).to(tl.float32)
+        A2 = (A_n * 1.4426950408889634)[:, None]
+        a = tl.exp2(dt * A2)
+        a_next = tl.exp2(dt_next * A2)
+        if B_FIXED:
+            Bn = tl.load(B_ptr + d * n_state + n, mask=mask_d, other=0.0).to(tl.float32)[:, None]
+        else:
+            Bn = tl.load(B_ptr + pid_b * sbb + grp * sbg + n * sbn + offs_t, mask=mask_t,
+                         other=0.0).to(tl.float32)[None, :]
+        if C_FIXED:
+            Cn = tl.load(C_ptr + d * n_state + n, mask=mask_d, other=0.0).to(tl.float32)[:, None]
+            Cn_r = Cn
+        else:
+            Cn = tl.load(C_ptr + pid_b * scb + grp * scg + n * scn + offs_t, mask=mask_t,
+                         other=0.0).to(tl.float32)[None, :]
+            Cn_r = tl.load(C_ptr + pid_b * scb + grp * scg + n * scn + offs_r, mask=offs_r < length,
+                           other=0.0).to(tl.float32)[None, :]
+        x = dt * u * Bn
+        h_start = tl.load(starts_ptr + state_row + n, mask=mask_d, other=0.0)
+        _, h = tl.associative_scan((a, x + tl.where(is_first, a * h_start[:, None], 0.0)), 1,
+                                   _affine_combine)
+        carry = tl.load(carries_ptr + state_row + n, mask=mask_d, other=0.0)
+        _, g_r = tl.associative_scan((a_next, dy_r * Cn_r + tl.where(is_first, carry[:, None], 0.0)), 1,
+                                     _affine_combine)
+        g = tl.flip(g_r, 1)
+        y_acc += h * Cn
+        gB_acc += g * Bn
+        w = g * (h - x)  # d loss / d log(a_t) = g_t a_t h_{t-1}, with a_t h_{t-1} = h_t - x_t
+        ddt_acc += w * A2 * 0.6931471805599453  # * A (A2 / log2(e))
+        tl.atomic_add(dA_ptr + d * n_state + n, tl.sum(w * dt, axis=1), mask=mask_d)
+        if C_FIXED:
+            tl.atomic_add(dC_ptr + d * n_state + n, tl.sum(dy * h, axis=1), mask=mask_d)
+        else:
+            tl.atomic_add(dC_ptr + pid_b * scb + grp * scg + n * scn + offs_t, tl.sum(dy * h, axis=0),
+                          mask=mask_t)
+        if B_FIXED:
+            tl.atomic_add(dB_ptr + d * n_state + n, tl.sum(g * dt * u, axis=1), mask=mask_d)
+        else:
+            tl.atomic_add(dB_ptr + pid_b * sbb + grp * sbg + n * sbn + offs_t, tl.sum(g * dt * u, axis=0),
+                          mask=mask_t)
+    du = dt * gB_acc
+    y_pre = y_acc
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
+        y_pre = y_pre + Dv * u
+        du = du + dy * Dv
+        tl.atomic_add(dD_ptr + d, tl.sum(dy * u, axis=1), mask=mask_d)
+    if HAS_Z:
+        dz = dout * y_pre * sig_z * (1.0 + zz * (1.0 - sig_z))
+        tl.store(dz_ptr + ptr2, dz, mask=mask2)
+    ddt = ddt_acc + u * gB_acc
+    if SOFTPLUS:
+        ddt = ddt * tl.sigmoid(dt_pre)
+    ddt = tl.where(mask2, ddt, 0.0)
+    tl.store(du_ptr + ptr2, du, mask=mask2)
+    tl.store(ddelta_ptr + ptr2, ddt, mask=mask2)
+    if HAS_BIAS:
+        tl.atomic_add(dbias_ptr + d, tl.sum(ddt, axis=1), mask=mask_d)
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(interpret: bool) -> types.SimpleNamespace:
+    """The kernels wrapped for Triton's CPU interpreter (``interpret=True``) or for GPU compilation.
+
+    Each mode gets its own copies of the functions with their own globals, so the two never share state.
+    """
+    import triton
+    import triton.language as tl
+    from triton.runtime.interpreter import InterpretedFunction
+    from triton.runtime.jit import JITFunction
+
+    wrap = InterpretedFunction if interpret else JITFunction
+    namespace = dict(globals(), tl=tl, triton=triton)
+    for name in _HELPERS + _KERNELS:
+        fn = globals()[name]
+        copy = types.FunctionType(fn.__code__, namespace, name, fn.__defaults__, fn.__closure__)
+        copy.__doc__, copy.__module__, copy.__qualname__ = fn.__doc__, fn.__module__, fn.__qualname__
+        namespace[name] = wrap(copy)
+    return types.SimpleNamespace(**{name: namespace[name] for name in _KERNELS})
+
+
+def triton_available(u: torch.Tensor) -> bool:
+    """True when Triton imports and can run on ``u``: CUDA tensors, or CPU tensors under Triton's interpreter.
+
+    The interpreter needs ``TRITON_INTERPRET=1`` now *and* when ``triton`` was first imported in this process
+    (Triton wraps its own standard library, ``tl.zeros``, ``tl.sigmoid``..., at import); CPU tensors are refused
+    when Triton was imported in compiled mode, so ``backend="auto"`` never picks a backend that cannot run.
+    """
+    if u.is_cuda:
+        return triton_mode() is not None
+    return os.environ.get("TRITON_INTERPRET") == "1" and triton_mode() == "interpret"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_mode() -> Optional[str]:
+    """``"interpret"`` or ``"compile"``: how Triton was set up when first imported (fixed for the process);
+    None when it does not import."""
+    try:
+        import triton.language as tl
+        from triton.runtime.interpreter import InterpretedFunction
+    except ImportError:
+        return None
+    return "interpret" if isinstance(tl.standard.sigmoid, InterpretedFunction) else "compile"
+
+
+def default_chunk_length(length: int) -> int:
+    """Steps per chunk ``T``: a power of two, 64 for long sequences, at least 16 (the backward's time tile).
+
+    64 keeps the backward's ``(BLOCK_D, T)`` tiles small in registers and gives ``L / 64`` programs per channel
+    block, so even ``B * D = 48`` channels at ``L = 32768`` launch ~1500 programs.
+    """
+    return max(16, min(64, triton_next_power_of_2(length)))
+
+
+def triton_next_power_of_2(n: int) -> int:
+    return 1 if n <= 1 else 2 ** math.ceil(math.log2(n))
+
+
+def _bc_layout(t: torch.Tensor) -> tuple[bool, int, int, int, int]:
+    """``(fixed, groups, stride_batch, stride_group, stride_state)`` of a contiguous B or C (time stride 1)."""
+    if t.dim() == 2:
+        return True, 1, 0, 0, 0
+    if t.dim() == 3:  # shared (B, N, L): every group reads group 0
+        return False, 1, t.stride(0), 0, t.stride(1)
+    return False, t.shape[1], t.stride(0), t.stride(1), t.stride(2)
+
+
+class _Launch:
+    """Grid and flags shared by the forward and the backward of one call."""
+
+    def __init__(self, u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward):
+        batch, self.dim, self.length = u.shape
+        self.batch, self.n_state = batch, A.shape[1]
+        self.B_fixed, g_b, *self.b_strides = _bc_layout(B)
+        self.C_fixed, g_c, *self.c_strides = _bc_layout(C)
+        self.groups = max(g_b, g_c)
+        self.P = self.dim // self.groups
+        self.T = chunk_length or default_chunk_length(self.length)
+        if self.T & (self.T - 1):
+            raise ValueError(f"selective_scan_triton: chunk_length must be a power of two, got {self.T}")
+        self.n_chunks = -(-self.length // self.T)
+        self.block_d = min(block_d, triton_next_power_of_2(self.P))
+        self.n_pblocks = -(-self.P // self.block_d)
+        self.bwd_block_d = min(block_d_backward, triton_next_power_of_2(self.P))
+        self.bwd_n_pblocks = -(-self.P // self.bwd_block_d)
+        self.block_n = triton_next_power_of_2(self.n_state)
+        self.flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                          SOFTPLUS=softplus)
+        self.kernels = _kernels(triton_mode() == "interpret")
+
+    def grid(self, n_chunks: int, n_pblocks: Optional[int] = None) -> tuple[int, int, int]:
+        return (self.batch, self.groups * (n_pblocks or self.n_pblocks), n_chunks)
+
+    def combine(self, local, sumdelta, A, init, reverse: bool) -> torch.Tensor:
+        out = torch.empty_like(local)
+        block_d = min(16, triton_next_power_of_2(self.dim))
+        self.kernels._chunk_combine_kernel[(self.batch, -(-self.dim // block_d))](
+            local, sumdelta, A, init if init is not None else local, out, self.dim, self.n_state, self.n_chunks,
+            REVERSE=reverse, HAS_INIT=init is not None, BLOCK_D=block_d, BLOCK_N=self.block_n)
+        return out
+
+
+def _placeholder(t: Optional[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    return t if t is not None else like  # never read: the matching HAS_* flag is off
+
+
+class _TritonScanFn(torch.autograd.Function):
+    """``(out, last_state)`` of the selective scan; all inputs contiguous, in their own dtypes."""
+
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward):
+        launch = _Launch(u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward)
+        k, f32 = launch.kernels, dict(dtype=torch.float32, device=u.device)
+        # chunk end states (pass 1), then chunk start states; zeros are the start state when there is one chunk
+        states = torch.zeros(launch.batch, launch.dim, launch.n_chunks, launch.n_state, **f32)
+        sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
+        out = torch.empty_like(u)
+        last = torch.empty(launch.batch, launch.dim, launch.n_state, **f32)
+        common = (launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T, launch.P,
+                  launch.n_pblocks, *launch.b_strides, *launch.c_strides)
+        args = (u, delta, A, B, C, _placeholder(D, u), _placeholder(z, u), _placeholder(delta_bias, u))
+        consts = dict(B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, BLOCK_D=launch.block_d,
+                      BLOCK_N=launch.block_n, **launch.flags)
+        if launch.n_chunks > 1:  # pass 1: end state of every chunk but the last from a zero start
+            k._fwd_chunk_kernel[launch.grid(launch.n_chunks - 1)](*args, out, states, sumdelta, last, *common,
+                                                                  OUTPUT=False, **consts)
+            states = launch.combine(states, sumdelta, A, None, reverse=False)
+        k._fwd_chunk_kernel[launch.grid(launch.n_chunks)](*args, out, states, sumdelta, last, *common,
+                                                          OUTPUT=True, **consts)
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
+        ctx.launch = launch
+        return out, last
+
+    @staticmethod
+    def backward(ctx, dout, dlast):
+        u, delta, A, B, C, D, z, delta_bias, starts = ctx.saved_tensors
+        launch = ctx.launch
+        k, f32 = launch.kernels, dict(dtype=torch.float32, device=u.device)
+        dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
+        dlast = dlast.float().contiguous() if dlast is not None else None
+        Dp, zp, biasp = _placeholder(D, u), _placeholder(z, u), _placeholder(delta_bias, u)
+        if launch.n_chunks > 1:
+            local = torch.empty_like(starts)  # chunk 0 sends nothing: its slot stays unused
+            sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
+            k._bwd_chunk_carry_kernel[launch.grid(launch.n_chunks - 1)](
+                delta, A, C, zp, biasp, dout, local, sumdelta, launch.dim, launch.length, launch.n_state,
+                launch.n_chunks, launch.T, launch.P, launch.n_pblocks, *launch.c_strides, C_FIXED=launch.C_fixed,
+                HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.flags["SOFTPLUS"],
+                BLOCK_D=launch.block_d, BLOCK_N=launch.block_n)
+            carries = launch.combine(local, sumdelta, A, dlast, reverse=True)
+        else:
+            carries = dlast[:, :, None] if dlast is not None else torch.zeros_like(starts)
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dz = torch.empty_like(z) if z is not None else None
+        dA, dB, dC = (torch.zeros(t.shape, **f32) for t in (A, B, C))
+        dD = torch.zeros(launch.dim, **f32)
+        dbias = torch.zeros(launch.dim, **f32)
+        k._bwd_chunk_kernel[launch.grid(launch.n_chunks, launch.bwd_n_pblocks)](
+            u, delta, A, B, C, Dp, zp, biasp, dout, starts, carries.contiguous(), du, ddelta, dA, dB, dC, dD,
+            _placeholder(dz, du), dbias, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.P,
+            launch.bwd_n_pblocks, *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed,
+            C_FIXED=launch.C_fixed, BLOCK_D=launch.bwd_block_d, BLOCK_T=launch.T, num_warps=4, **launch.flags)
+        return (du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+                dD.to(D.dtype) if D is not None else None, dz,
+                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None, None, None)
+
+
+def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                          D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
+                          delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
+                          return_last_state: bool = False, chunk_length: Optional[int] = None, block_d: int = 16,
+                          block_d_backward: int = 8):
+    """Fused selective scan (arguments and shapes as :func:`mambaseg.ops.selective_scan`).
+
+    Args:
+        chunk_length: steps per chunk ``T`` (a power of two); default :func:`default_chunk_length`.
+        block_d: channels per program of the sequential kernels (forward, backward carries), capped at the
+            channels per B/C group rounded up to a power of two; the state tile is ``(block_d, N)``.
+        block_d_backward: channels per program of the backward's gradient kernel, whose tiles are
+            ``(block_d_backward, chunk_length)``: 8 x 64 compiles for sm_90 without register spills at 4 warps
+            (181 registers; 16 x 64 spills).
+
+    Returns:
+        ``out: (batch, dim, L)`` in the dtype of ``u``, and ``last_state: (batch, dim, N)`` (fp32) if asked.
+    """
+    check_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if not triton_available(u):
+        raise RuntimeError(f"selective_scan_triton: cannot run on u on {u.device} (triton mode: {triton_mode()}): "
+                           "it needs the triton package and CUDA tensors, or for CPU tensors Triton's interpreter, "
+                           "TRITON_INTERPRET=1 set before triton is first imported in the process")
+    tensors = [t.contiguous() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
+    out, last = _TritonScanFn.apply(*tensors, bool(delta_softplus), chunk_length, block_d, block_d_backward)
+    return (out, last) if return_last_state else out
+
+
+_FP32_BUFFERS = ("state_ptr", "sumdelta_ptr", "last_ptr", "local_ptr", "starts_ptr", "carries_ptr", "init_ptr",
+                 "dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr")
+
+
+def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
+    """Compiles every kernel, in flag combinations that cover each code path, to a cubin for ``sm_<capability>``.
+
+    Needs no GPU (Triton ships its compiler and ptxas), only Triton in compiled mode; a CI check that the kernels
+    build for real hardware, which the interpreter cannot tell (loop-carried types, constexpr branches, atomics).
+
+    Args:
+        capability: CUDA compute capability times ten (90: H100).
+        io_dtype: Triton dtype of the tensors in the inputs' dtype (``"fp32"``, ``"bf16"``, ``"fp16"``) in the
+            variants that use it; fp32 buffers (states, fp32 gradients) stay fp32.
+
+    Returns:
+        ``{variant name: compiled kernel}``.
+    """
+    if triton_mode() != "compile":
+        raise RuntimeError(f"compile_for_gpu: needs triton imported in compiled mode, found {triton_mode()!r} "
+                           "(unset TRITON_INTERPRET before the first import of triton)")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    k = _kernels(False)
+    on = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
+    off = dict.fromkeys(on, False)
+    tiles = dict(BLOCK_D=16, BLOCK_N=16)
+    variants = {
+        "fwd_output_fixed_B": (k._fwd_chunk_kernel, io_dtype, dict(OUTPUT=True, B_FIXED=True, C_FIXED=False,
+                                                                   **tiles, **on)),
+        "fwd_states_fixed_C": (k._fwd_chunk_kernel, "fp32", dict(OUTPUT=False, B_FIXED=False, C_FIXED=True,
+                                                                 **tiles, **off)),
+        "combine_reverse": (k._chunk_combine_kernel, "fp32", dict(REVERSE=True, HAS_INIT=True, **tiles)),
+        "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, **tiles)),
+        "bwd_carry": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=False, HAS_Z=True, HAS_BIAS=True,
+                                                                SOFTPLUS=True, **tiles)),
+        "bwd_fixed_C": (k._bwd_chunk_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=True, BLOCK_D=8, BLOCK_T=64,
+                                                            **on)),
+        "bwd_fixed_B_plain": (k._bwd_chunk_kernel, "fp32", dict(B_FIXED=True, C_FIXED=False, BLOCK_D=8, BLOCK_T=64,
+                                                                **off)),
+    }
+    target = GPUTarget("cuda", capability, 32)
+    compiled = {}
+    for name, (kernel, dtype, constexprs) in variants.items():
+        names = kernel.arg_names
+        signature = {n: "i32" for n in names}
+        signature.update({n: f"*{'fp32' if n in _FP32_BUFFERS else dtype}" for n in names if n.endswith("_ptr")})
+        signature.update(dict.fromkeys(constexprs, "constexpr"))
+        source = ASTSource(kernel, signature, constexprs={(names.index(n),): v for n, v in constexprs.items()})
+        compiled[name] = triton.compile(source, target=target)
+    return compiled
