@@ -163,6 +163,8 @@ def write_report(path: Path, data: dict) -> None:
              "Linear complexity means time and memory ratios near the voxel ratio (fixed costs pull them below). "
              "Models that pad inputs (SegMamba to its size rule, SwinUNETR to multiples of 32 and at least 64, the "
              "U-Nets to their total stride) compute on the padded size; the default sizes need no padding.",
+             *([f"- Rows marked † were measured by an earlier run of this script and kept (`--reuse "
+                f"{data['reused_from']}`); their repetitions may differ."] if data.get("reused_from") else []),
              ""]
     for run in data["runs"]:
         for size in run["sizes"]:
@@ -178,7 +180,8 @@ def write_report(path: Path, data: dict) -> None:
                 mem = f"{r['peak_train_mb']:.0f}"
                 if r.get("peak_train_abs_mb") is not None:
                     mem += f" ({r['peak_train_abs_mb']:.0f})"
-                lines.append(f"| {row['model']} | {r['params']:,} | {r['gflops']:.2f} | {100 * r['scan_share']:.1f} | "
+                name = row["model"] + (" †" if r.get("reused") else "")
+                lines.append(f"| {name} | {r['params']:,} | {r['gflops']:.2f} | {100 * r['scan_share']:.1f} | "
                              f"{r['fwd_ms']['min']:.0f} ({r['fwd_ms']['median']:.0f}) | "
                              f"{r['train_ms']['min']:.0f} ({r['train_ms']['median']:.0f}) | {mem} |")
             lines.append("")
@@ -195,6 +198,16 @@ def write_report(path: Path, data: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _earlier_results(path: str | None) -> dict:
+    """``{(device, model, size label): result}`` of the successful cases in an earlier ``models3d.json``."""
+    if not path:
+        return {}
+    data = json.loads(Path(path).read_text())
+    return {(run["device"], row["model"], label): {**res, "reused": res.get("reused") or f"{path} ({data['date']})"}
+            for run in data["runs"] for row in run["rows"] for label, res in row["results"].items()
+            if "error" not in res}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated names")
@@ -204,6 +217,9 @@ def main() -> None:
     parser.add_argument("--devices", default=None, help="comma-separated cpu,cuda (default: cpu, plus cuda if there)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (model, size) process")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    parser.add_argument("--reuse", default=None, metavar="JSON",
+                        help="an earlier models3d.json: its successful (device, model, size) results are kept and only "
+                             "the missing or failed ones are measured (each kept result says so)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -216,6 +232,7 @@ def main() -> None:
     if "cuda" in devices and not torch.cuda.is_available():
         parser.error("--devices cuda: CUDA is not available here")
     names = args.models.split(",")
+    earlier = _earlier_results(args.reuse)
     runs = []
     for device in devices:
         spec = args.sizes or (CUDA_SIZES if device == "cuda" else CPU_SIZES)
@@ -227,7 +244,8 @@ def main() -> None:
             row = {"model": name, "results": {}}
             for size in sizes:
                 label = "x".join(map(str, size))
-                row["results"][label] = res = run_case(name, size, args.reps, device, args.timeout)
+                res = earlier.get((device, name, label)) or run_case(name, size, args.reps, device, args.timeout)
+                row["results"][label] = res
                 shown = res.get("error") or (f"train {res['train_ms']['min']:.0f} ms, fwd {res['fwd_ms']['min']:.0f} "
                                              f"ms, peak {res['peak_train_mb']:.0f} MB")
                 print(f"{device:4s} {name:14s} {label:18s} {shown}", flush=True)
@@ -239,7 +257,7 @@ def main() -> None:
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             "machine": machine_info(str(ROOT)), "versions": package_versions(), "threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "reps": args.reps,
-            "runs": runs}
+            "runs": runs, "reused_from": args.reuse}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_report(out / "models3d.md", data)

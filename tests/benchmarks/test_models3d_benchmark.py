@@ -29,3 +29,21 @@ def test_models3d_benchmark_writes_report_with_growth(tmp_path):
     assert growth["train_ratio"] == pytest.approx(large["train_ms"]["min"] / small["train_ms"]["min"])
     report = (tmp_path / "models3d.md").read_text()
     assert "| segmamba_test |" in report and "growth from the smallest to the largest input" in report
+
+
+def test_reuse_keeps_only_successful_results(tmp_path, monkeypatch):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling _common
+    spec = importlib.util.spec_from_file_location("models3d_under_test", ROOT / "benchmarks" / "models3d.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ok, failed = {"train_ms": {"min": 1.0}}, {"error": "timed out after 600 s"}
+    earlier = {"date": "2026-11-23T17:00:00", "runs": [{"device": "cpu", "rows": [
+        {"model": "segmamba", "results": {"1x1x64x64x64": ok, "1x1x96x96x96": failed}}]}]}
+    path = tmp_path / "models3d.json"
+    path.write_text(json.dumps(earlier))
+    kept = mod._earlier_results(str(path))
+    assert set(kept) == {("cpu", "segmamba", "1x1x64x64x64")}  # the failed case is measured again
+    assert kept[("cpu", "segmamba", "1x1x64x64x64")]["reused"].startswith(str(path))
+    assert mod._earlier_results(None) == {}
