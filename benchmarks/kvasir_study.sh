@@ -33,7 +33,7 @@ fi
   --out "$WORK/bench"
 
 # NSD is left out: its 1-pixel tolerance at full resolution says little about masks predicted at 1/8 of it.
-"$MAMBASEG" compare "$WORK/bench" --out "$OUT" --metrics dice,hd95
+"$MAMBASEG" compare "$WORK/bench" --out "$OUT" --metrics dice,hd95 --reproduce "bash benchmarks/kvasir_study.sh"
 
 # Keep the small record of every run next to the report (no checkpoints, no predictions).
 cp "$WORK/bench/benchmark.json" "$WORK/bench/split.json" "$OUT/"

@@ -222,13 +222,15 @@ def test_cli(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="mambaseg")
     add_compare_parser(parser.add_subparsers(dest="command"))
     argv = ["compare", str(tmp_path / "bench"), "--out", str(tmp_path / "out"), "--metrics", "dice,hd95",
-            "--reference", "y", "--n-boot", "200", "--no-plots"]
+            "--reference", "y", "--n-boot", "200", "--no-plots", "--reproduce", "bash study.sh"]
     assert run_compare_command(parser.parse_args(argv), argv) == 0
     printed = capsys.readouterr().out
     assert "report:" in printed and "y vs x" in printed and "| x |" in printed
     res = json.loads((tmp_path / "out" / "compare.json").read_text())
     assert res["metrics"] == ["dice", "hd95"] and res["reference"] == "y" and "--reference y" in res["command"]
-    assert "--reference y" in (tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "--reference y" in report
+    assert report.splitlines()[2] == "Reproduce the whole study (training included) with: `bash study.sh`"
     bad = ["compare", str(tmp_path / "missing"), "--out", str(tmp_path / "o2")]
     assert run_compare_command(parser.parse_args(bad), bad) == 1
     assert "not a folder" in capsys.readouterr().err

@@ -27,6 +27,8 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--n-boot", type=int, default=10000, help="bootstrap resamples (default 10000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots (no matplotlib needed)")
+    p.add_argument("--reproduce", default=None, metavar="COMMAND",
+                   help="the one command that reproduces the whole study; written at the top of the report")
     return p
 
 
@@ -44,7 +46,8 @@ def run_compare_command(args: argparse.Namespace, argv: list[str] | None = None)
     command = shlex.join(["mambaseg"] + list(sys.argv[1:] if argv is None else argv))
     try:
         res = compare_runs(args.run_dirs, args.out, metrics=metrics, reference=args.reference, alpha=args.alpha,
-                           n_boot=args.n_boot, seed=args.seed, command=command, plots=not args.no_plots)
+                           n_boot=args.n_boot, seed=args.seed, command=command, plots=not args.no_plots,
+                           reproduce=args.reproduce)
     except (FileNotFoundError, ValueError, ImportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -406,7 +406,7 @@ def _provenance(found: dict[str, Any]) -> dict[str, Any]:
 
 def compare_runs(paths: Sequence[PathLike] | PathLike, out: PathLike, metrics: Sequence[str] = ("dice", "hd95", "nsd"),
                  reference: str | None = None, alpha: float = 0.05, n_boot: int = 10000, seed: int = 0, *,
-                 command: str | None = None, plots: bool = True) -> dict[str, Any]:
+                 command: str | None = None, plots: bool = True, reproduce: str | None = None) -> dict[str, Any]:
     """Compare the finished runs found in ``paths`` and write the report into ``out``.
 
     Args:
@@ -417,6 +417,7 @@ def compare_runs(paths: Sequence[PathLike] | PathLike, out: PathLike, metrics: S
         alpha: significance level; CIs have level ``1 - alpha``.
         n_boot: bootstrap resamples; seed: bootstrap seed.
         command: the command line, written in the report header.
+        reproduce: the one command that reproduces the whole study (benchmark and comparison), written at the top.
         plots: write the PNG plots (needs matplotlib).
 
     Returns:
@@ -490,7 +491,8 @@ def compare_runs(paths: Sequence[PathLike] | PathLike, out: PathLike, metrics: S
     per_case_columns = ["model", "seed", "fold", "case", "class", "empty"] + [m for m in ALL_METRICS
                                                                              if m in available] + ["worst_distance_mm"]
     result: dict[str, Any] = {
-        "command": command, "mambaseg_version": __version__, "inputs": [str(Path(p).resolve()) for p in paths],
+        "command": command, "reproduce": reproduce, "mambaseg_version": __version__,
+        "inputs": [str(Path(p).resolve()) for p in paths],
         "provenance": _provenance(found), "metrics": metrics, "primary_metric": primary_metric,
         "primary_class": primary_class, "classes": classes, "models": models, "reference": reference,
         "alpha": alpha, "n_boot": n_boot, "seed": seed, "small_n": SMALL_N,

@@ -228,7 +228,10 @@ def _provenance(res: dict[str, Any]) -> list[str]:
 
 def render_report(res: dict[str, Any]) -> str:
     """The whole report as markdown."""
-    lines = ["# Model comparison", "", "## Provenance", "", *_provenance(res), "", "## Runs", ""]
+    lines = ["# Model comparison", ""]
+    if res.get("reproduce"):
+        lines += [f"Reproduce the whole study (training included) with: `{res['reproduce']}`", ""]
+    lines += ["## Provenance", "", *_provenance(res), "", "## Runs", ""]
     by_model: dict[str, list[str]] = {}
     for r in res["runs"]:
         by_model.setdefault(r["model"], []).append(f"seed {r['seed']} fold {r['fold']}")
