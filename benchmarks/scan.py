@@ -118,7 +118,7 @@ def measure_floors(device, reps, scale):
     for label, n in (("exp_per_s_16M", 2**24 // scale), ("exp_per_s_1M", 2**20 // scale)):
         src = -torch.rand(n, device=device)
         t = torch.empty_like(src)
-        out[label] = n / min(timed(lambda: t.exp_(), reps, device, setup=lambda: t.copy_(src)))
+        out[label] = n / min(timed(lambda t=t: t.exp_(), reps, device, setup=lambda t=t, src=src: t.copy_(src)))
     src = torch.rand(2**26 // scale, device=device)
     dst = torch.empty_like(src)
     out["copy_bytes_per_s"] = 2 * 4 * src.numel() / min(timed(lambda: dst.copy_(src), reps, device))

@@ -49,7 +49,8 @@ def test_all_injected_problems_are_reported_at_once(tmp_path):
     by_code = {}
     for p in problems:
         by_code.setdefault(p.code, []).append(p)
-    assert by_code["missing_key"][0].file.endswith("dataset.json") and "numTraining" in by_code["missing_key"][0].message
+    problem = by_code["missing_key"][0]
+    assert problem.file.endswith("dataset.json") and "numTraining" in problem.message
     assert by_code["missing_channel"][0].file.endswith("case_000_0001.nii.gz")
     assert by_code["label_values"][0].file.endswith("case_001.nii.gz") and "7" in by_code["label_values"][0].message
     assert by_code["shape_mismatch"][0].file.endswith("case_002.nii.gz")

@@ -1,10 +1,10 @@
 """Agreement with MONAI 1.6 (boundary voxels = mask XOR face-connected erosion, as ours) on seeded random blobs.
 
 Where the definitions coincide (Dice, HD95 = max of directed 95th percentiles, symmetric ASSD = pooled mean, surface
-Dice with boundary voxels) values must agree within 1e-6, absolute or relative (MONAI returns float32 distances and takes percentiles in
-float32, so large distances carry ~1e-7 relative rounding). Where they differ by
-design the documented relation is tested: MONAI ``symmetric=False`` ASSD is the directed mean pred -> ref, and our
-pooled ASSD is the boundary-size-weighted mean of the two directed means; MONAI's Dice is NaN for an empty reference
+Dice with boundary voxels) values must agree within 1e-6, absolute or relative (MONAI returns float32 distances and
+takes percentiles in float32, so large distances carry ~1e-7 relative rounding). Where they differ by design the
+documented relation is tested: MONAI ``symmetric=False`` ASSD is the directed mean pred -> ref, and our pooled ASSD
+is the boundary-size-weighted mean of the two directed means; MONAI's Dice is NaN for an empty reference
 (``ignore_empty=True``) where ours is 0.
 """
 
@@ -19,7 +19,7 @@ from scipy import ndimage
 monai_metrics = pytest.importorskip("monai.metrics")
 torch = pytest.importorskip("torch")
 
-from mambaseg.evaluation import (
+from mambaseg.evaluation import (  # noqa: E402 (after the importorskip of MONAI)
     assd,
     compute_case_metrics,
     dice,
@@ -70,7 +70,8 @@ def test_agrees_with_monai_on_blobs(shape, spacing, seed):
     m_dice = monai_metrics.compute_dice(tp_, gt_, include_background=True).item()
     m_hd95 = monai_metrics.compute_hausdorff_distance(tp_, gt_, include_background=True, percentile=95, spacing=sp)
     m_hd = monai_metrics.compute_hausdorff_distance(tp_, gt_, include_background=True, spacing=sp)
-    m_assd = monai_metrics.compute_average_surface_distance(tp_, gt_, include_background=True, symmetric=True, spacing=sp)
+    m_assd = monai_metrics.compute_average_surface_distance(tp_, gt_, include_background=True, symmetric=True,
+                                                            spacing=sp)
     assert dice(p, g) == close(m_dice)
     assert hd95(p, g, spacing) == close(m_hd95.item())
     assert hausdorff(p, g, spacing) == close(m_hd.item())

@@ -252,3 +252,29 @@ def test_brats_two_volumes(tmp_path, shared_data):
         np.testing.assert_allclose(om.direction, rm.direction)
         assert arr.max() < 5
     assert time.perf_counter() - start < 60
+
+
+@pytest.mark.parametrize("model_name, patch", [("swin_unet_test", 32), ("umamba_enc", 128)])
+def test_from_run_rebuilds_the_model_the_trainer_built(tmp_path, model_name, patch):
+    """Models sized by the patch (``img_size`` sets Swin window sizes, ``input_size`` U-Mamba Enc's stages) must be
+    rebuilt at the run's patch size, or the checkpoint does not load (a Swin-UNet trained at 64x64 did not)."""
+    from mambaseg.models import create_model_for_plan, model_info
+
+    info = model_info(model_name)
+    assert "img_size" in info.default_cfg or info.default_cfg.get("input_size") == "auto"
+    run = make_run(tmp_path / "run", channels=("c0", "c1", "c2"), spatial_dims=2, num_classes=2, patch=[patch, patch])
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": model_name, "model_kwargs": {}}))
+    plan = Plan.load(run / "plan.json")
+    torch.manual_seed(0)
+    trained = create_model_for_plan(model_name, plan)  # what the trainer builds for this plan
+    with pytest.raises(RuntimeError):  # the patch size does change the model: a default build cannot load it
+        create_model(model_name, in_channels=3, num_classes=2).load_state_dict(trained.state_dict())
+    save_checkpoint(run / "checkpoint_best.pt", {"model": trained.state_dict(), "iteration": 1})
+    pred = Predictor.from_run(run, device="cpu")
+    x = torch.randn(1, 3, patch, patch)
+    trained.eval()
+    with torch.no_grad():
+        want = trained(x)
+        got = pred.model(x)
+    want = want[0] if isinstance(want, (list, tuple)) else want
+    torch.testing.assert_close(got, want)

@@ -36,7 +36,8 @@ def test_register_create_list(temp_names):
     m = create_model("_tmp_called_model", n=5, bias=None)  # None-valued kwargs dropped
     assert isinstance(m, nn.Linear) and m.in_features == 5 and m.bias is not None
     info = model_info("_tmp_called_model")
-    assert (info.family, info.paper, info.spatial_dims, info.default_cfg) == ("tmp", "arXiv:0000.00000", (2, 3), {"n": 2})
+    expected = ("tmp", "arXiv:0000.00000", (2, 3), {"n": 2})
+    assert (info.family, info.paper, info.spatial_dims, info.default_cfg) == expected
     assert model_info("_tmp_bare_model").family == "_tmp_bare_model"
 
 

@@ -46,7 +46,8 @@ def make_folds(
         mask = np.zeros(n, dtype=bool)
         mask[indices[start : start + size]] = True
         start += size
-        folds.append({"train": [keys[i] for i in np.flatnonzero(~mask)], "val": [keys[i] for i in np.flatnonzero(mask)]})
+        folds.append({"train": [keys[i] for i in np.flatnonzero(~mask)],
+                      "val": [keys[i] for i in np.flatnonzero(mask)]})
     if out is not None:
         save_splits(folds, out)
     return folds

@@ -21,8 +21,8 @@ Choices:
   dropped, scipy's default; metrics.md's vector gives the same p for ``"zsplit"``), ``correction=False`` (no continuity
   correction), ``method="auto"`` (scipy 1.17: exact null distribution when n <= 50 without ties or zeros; an
   exhaustive sign-flip permutation test when there are ties or zeros and n <= 13; the normal approximation
-  otherwise; all deterministic), ``alternative="two-sided"`` by default. If every difference is zero the p-value is 1.0 (no evidence
-  of a difference) instead of scipy's error.
+  otherwise; all deterministic), ``alternative="two-sided"`` by default. If every difference is zero the p-value
+  is 1.0 (no evidence of a difference) instead of scipy's error.
 * Holm: step-down adjusted p-values ``p_(i) * (m - i + 1)``, made monotone and capped at 1.
 * Ranks: rank 1 = best; ties get the average rank (``scipy.stats.rankdata``).
 * Nemenyi critical difference (Demsar 2006, JMLR 7:1-30): ``CD = q_alpha * sqrt(k (k + 1) / (6 N))`` with

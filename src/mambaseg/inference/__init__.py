@@ -8,4 +8,5 @@ from mambaseg.inference.sliding_window import (
     sliding_window_inference,
 )
 
-__all__ = ["Predictor", "compute_gaussian", "compute_steps_for_sliding_window", "predict_with_tta", "sliding_window_inference"]
+__all__ = ["Predictor", "compute_gaussian", "compute_steps_for_sliding_window", "predict_with_tta",
+           "sliding_window_inference"]

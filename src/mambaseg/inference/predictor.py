@@ -264,7 +264,7 @@ class Predictor:
         """
         import yaml
 
-        from ..models import create_model, model_info
+        from ..models import create_model_for_plan
         from ..training.checkpoint import load_checkpoint
 
         run = Path(run_dir)
@@ -295,11 +295,7 @@ class Predictor:
             if not ckpt_path.is_file():
                 raise FileNotFoundError(f"checkpoint not found: {ckpt_path} (use 'best', 'latest' or a file)")
 
-        kwargs.setdefault("in_channels", len(plan.channel_names))
-        kwargs.setdefault("num_classes", plan.num_classes)
-        if "spatial_dims" not in kwargs and len(model_info(name).spatial_dims) > 1:
-            kwargs["spatial_dims"] = plan.spatial_dims
-        model = create_model(name, **kwargs)
+        model = create_model_for_plan(name, plan, kwargs, config.get("deep_supervision"))  # as the trainer built it
         state = load_checkpoint(ckpt_path, map_location="cpu")
         if not isinstance(state, dict) or "model" not in state:
             keys = sorted(state) if isinstance(state, dict) else type(state).__name__

@@ -18,7 +18,16 @@ from . import (
     vm_unet,  # noqa: F401
 )
 from . import mamba_unet as _mamba_unet  # noqa: F401  (registers mamba_unet, mamba_unet_test)
-from ._registry import ModelInfo, create_model, is_model, list_models, model_info, register_model
+from ._registry import (
+    ModelInfo,
+    create_model,
+    create_model_for_plan,
+    is_model,
+    list_models,
+    model_info,
+    register_model,
+)
 from .mamba_unet import MambaUNet
 
-__all__ = ["ModelInfo", "create_model", "is_model", "list_models", "model_info", "register_model", "MambaUNet"]
+__all__ = ["ModelInfo", "create_model", "create_model_for_plan", "is_model", "list_models", "model_info",
+           "register_model", "MambaUNet"]

@@ -184,3 +184,36 @@ def model_info(name: str) -> ModelInfo:
     """Metadata of the variant ``name`` (:class:`ModelInfo`, with a copy of its default config)."""
     info = _lookup(name)
     return ModelInfo(info.name, info.family, info.paper, info.spatial_dims, dict(info.default_cfg), info.fn)
+
+
+def create_model_for_plan(name: str, plan: Any, model_kwargs: Optional[Dict[str, Any]] = None,
+                          deep_supervision: Any = None) -> nn.Module:
+    """Build ``name`` for a training plan: the one rule shared by training and prediction.
+
+    ``in_channels`` / ``num_classes`` come from the plan's channels and classes; models of several dimensionalities
+    get the plan's ``spatial_dims``; models sized by their input (``input_size="auto"``, e.g. U-Mamba Enc) get the
+    plan's patch size, and models with an ``img_size`` (the Swin / VMamba families, whose window sizes follow it) get
+    it when the patch is square; ``deep_supervision`` ``None``/``"auto"`` turns it on where the model has it.
+    Explicit ``model_kwargs`` win over all of these. Rebuilding a run's model from its ``plan.json`` and
+    ``config.yaml`` with this function gives the same architecture, so its checkpoints load.
+
+    Args:
+        name: registered model name.
+        plan: a :class:`mambaseg.data.plan.Plan` (only ``channel_names``, ``num_classes``, ``spatial_dims`` and
+            ``patch_size`` are read).
+        model_kwargs: extra keyword arguments for :func:`create_model`.
+        deep_supervision: ``None``/``"auto"`` (on where supported), True or False.
+    """
+    info = model_info(name)
+    kw = dict(model_kwargs or {})
+    if len(info.spatial_dims) > 1:
+        kw.setdefault("spatial_dims", plan.spatial_dims)
+    if info.default_cfg.get("input_size") == "auto":
+        kw.setdefault("input_size", list(plan.patch_size))
+    if "img_size" in info.default_cfg and len(set(plan.patch_size)) == 1:
+        kw.setdefault("img_size", plan.patch_size[0])
+    if "deep_supervision" in info.default_cfg:
+        kw.setdefault("deep_supervision", True if deep_supervision in ("auto", None) else bool(deep_supervision))
+    kw.setdefault("in_channels", len(plan.channel_names))
+    kw.setdefault("num_classes", plan.num_classes)
+    return create_model(name, **kw)

@@ -77,7 +77,8 @@ __all__ = ["SwinStage", "SwinUNet"]
 
 
 class SwinStage(nn.Module):
-    """``depth`` Swin blocks (W-MSA, SW-MSA, ...), then an optional resampler (official ``BasicLayer``/``BasicLayer_up``).
+    """``depth`` Swin blocks (W-MSA, SW-MSA, ...), then an optional resampler (official ``BasicLayer`` /
+    ``BasicLayer_up``).
 
     Shape: ``(B, H, W, C)`` -> ``(B, H, W, C)`` or the resampler's output shape.
     """

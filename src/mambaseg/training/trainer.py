@@ -239,22 +239,11 @@ def _make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer, total: int):
 
 
 def _build_model(cfg: TrainConfig, plan) -> torch.nn.Module:
-    from mambaseg.models import create_model, model_info
+    from mambaseg.models import create_model_for_plan, model_info
 
-    info = model_info(cfg.model)
-    kw = dict(cfg.model_kwargs)
-    if len(info.spatial_dims) > 1:
-        kw.setdefault("spatial_dims", plan.spatial_dims)
-    if info.default_cfg.get("input_size") == "auto":
-        kw.setdefault("input_size", list(plan.patch_size))
-    if "img_size" in info.default_cfg and len(set(plan.patch_size)) == 1:
-        kw.setdefault("img_size", plan.patch_size[0])
-    if "deep_supervision" in info.default_cfg:
-        ds = cfg.deep_supervision
-        kw.setdefault("deep_supervision", True if ds in ("auto", None) else bool(ds))
-    elif cfg.deep_supervision is True:
+    if "deep_supervision" not in model_info(cfg.model).default_cfg and cfg.deep_supervision is True:
         logger.info("model %s has no deep supervision; training without it", cfg.model)
-    return create_model(cfg.model, in_channels=len(plan.channel_names), num_classes=plan.num_classes, **kw)
+    return create_model_for_plan(cfg.model, plan, cfg.model_kwargs, cfg.deep_supervision)
 
 
 def _split(raw, cfg: TrainConfig) -> tuple[list[str], list[str], str]:
