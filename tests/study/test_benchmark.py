@@ -227,3 +227,20 @@ def test_cli_target_spacing_failures_and_added_seed(tmp_path, capsys):
     assert json.loads((out / "benchmark.json").read_text())["seeds"] == [0, 3]
     assert "model unet_test" not in (bad / "train.log").read_text()  # the failed run's log handler was closed
     assert math.isfinite(json.loads((good / "done.json").read_text())["latency_ms"])
+
+
+def test_workers_give_the_same_runs_as_one_process(bench, tmp_path):
+    """Two worker processes: every run finishes with the same trained weights' results as in one process (same seeds,
+    same data order, single-threaded math), and the benchmark records the call's worker count."""
+    data, out, result = bench
+    parallel = _run(data, tmp_path / "out", workers=2)
+    assert parallel["exit_code"] == 0 and len(parallel["runs"]) == len(result["runs"])
+    one = {(r["model"], r["seed"]): r["test_dice"] for r in result["runs"]}
+    two = {(r["model"], r["seed"]): r["test_dice"] for r in parallel["runs"]}
+    assert one.keys() == two.keys()
+    for key in one:
+        assert two[key] == pytest.approx(one[key], abs=1e-6), key
+    calls = json.loads((tmp_path / "out" / "benchmark.json").read_text())["calls"]
+    assert calls[-1]["workers"] == 2
+    with pytest.raises(ValueError, match="workers"):
+        _run(data, tmp_path / "out3", workers=0)

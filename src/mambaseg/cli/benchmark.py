@@ -70,6 +70,9 @@ def add_benchmark_parser(subparsers: argparse._SubParsersAction) -> argparse.Arg
     p.add_argument("--set", dest="train_set", action="append", default=[], metavar="KEY=VALUE", type=_key_value,
                    help="any other training setting for every run, e.g. --set optimizer=adamw --set lr=1e-3 "
                         "(keys: `mambaseg train` YAML keys; values parsed as YAML)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="runs trained at the same time, each in its own process with threads / workers torch threads "
+                        "(default 1; with more, latency and memory are measured while other runs train)")
     p.add_argument("--no-progress", action="store_true", help="no progress lines or bars")
     return p
 
@@ -139,7 +142,8 @@ def run_benchmark_command(args: argparse.Namespace, argv: Sequence[str] | None =
         result = run_benchmark(args.data, [m.strip() for m in args.models.split(",") if m.strip()], args.seeds,
                                args.out, folds=args.folds, budget=budget, model_kwargs=args.model_kwargs,
                                train_overrides=overrides, progress=not args.no_progress, split_seed=args.split_seed,
-                               device=args.device, command=["mambaseg", *(argv if argv is not None else sys.argv[1:])])
+                               device=args.device, command=["mambaseg", *(argv if argv is not None else sys.argv[1:])],
+                               workers=args.workers)
     except KeyboardInterrupt:
         print(f"interrupted; run the same command again to continue ({args.out})", file=sys.stderr)
         return 130

@@ -402,6 +402,40 @@ def _run_one(ctx: dict[str, Any], model: str, seed: int, fold: int) -> dict[str,
     return done
 
 
+def _guarded_run(ctx: dict[str, Any], model: str, seed: int, fold: int, threads: int | None = None
+                 ) -> dict[str, Any]:
+    """:func:`_run_one`, with a failure recorded in the run folder (``error.txt``) and returned as a summary."""
+    if threads is not None:  # a worker process: its share of the CPU threads
+        torch.set_num_threads(threads)
+    try:
+        return _run_one(ctx, model, seed, fold)
+    except Exception as err:  # noqa: BLE001 - recorded in the run folder; the other runs go on
+        run_dir = ctx["out"] / "runs" / model / f"seed{seed}_fold{fold}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        _drop_log_handlers(run_dir)
+        return {"model": model, "seed": seed, "fold": fold, "state": "failed", "run_dir": str(run_dir),
+                "test_dice": None, "error": f"{type(err).__name__}: {err}"}
+
+
+def _execute(ctx: dict[str, Any], jobs: list[tuple[str, int, int]], workers: int):
+    """Yields each job's summary: in order in this process (``workers == 1``), else as the worker processes
+    (spawned, each with ``threads // workers`` torch threads) finish them."""
+    if workers <= 1 or len(jobs) <= 1:
+        for m, s, f in jobs:
+            yield _guarded_run(ctx, m, s, f)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, torch.get_num_threads() // workers)
+    child_ctx = {**ctx, "progress": False}  # no interleaved progress bars; the parent prints a line per run
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_guarded_run, child_ctx, m, s, f, threads) for m, s, f in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
 def _drop_log_handlers(run_dir: Path) -> None:
     """Close the trainer's ``train.log`` handler of a failed run (train() leaves it attached when it fails before its
     loop, e.g. in model construction), so later runs do not log into that run's file."""
@@ -449,7 +483,7 @@ def run_benchmark(data: str | Path, models: Sequence[str], seeds: int | Sequence
                   model_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
                   train_overrides: Mapping[str, Any] | None = None, resume: bool = True, progress: bool = True,
                   *, split_seed: int | None = None, device: str = "auto",
-                  command: Sequence[str] | None = None) -> dict[str, Any]:
+                  command: Sequence[str] | None = None, workers: int = 1) -> dict[str, Any]:
     """Train, predict and evaluate every model x seed (x fold) under one protocol (see the module docstring).
 
     Args:
@@ -468,6 +502,9 @@ def run_benchmark(data: str | Path, models: Sequence[str], seeds: int | Sequence
         split_seed: seed of the split (default 0 for holdout, 12345 for folds).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` ... for training, prediction and efficiency.
         command: the command line that started it (recorded).
+        workers: runs trained at the same time, each in its own process with ``torch threads // workers``
+            threads (1: one after the other in this process). With more than one, each run's latency and memory
+            are measured while other runs train: use 1 where those figures matter.
 
     Returns:
         ``{"out", "benchmark_file", "runs": [done.json of each run + "state"], "failures": [{"model", "seed",
@@ -482,6 +519,8 @@ def run_benchmark(data: str | Path, models: Sequence[str], seeds: int | Sequence
 
     models, kwargs = _check_models(models, model_kwargs)
     seeds, budget_n, overrides = _normalise_seeds(seeds), _normalise_budget(budget), _check_overrides(train_overrides)
+    if int(workers) < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if folds is not None and int(folds) < 2:
         raise ValueError(f"folds must be None (holdout) or >= 2, got {folds}")
     raw = RawDataset(data)
@@ -499,6 +538,7 @@ def run_benchmark(data: str | Path, models: Sequence[str], seeds: int | Sequence
     import mambaseg
 
     call = {"command": shlex.join(command) if command else None, "models": models, "seeds": seeds,
+            "workers": int(workers),
             "device": device, "started": _now(), "finished": None, "failures": None,
             "git_commit": _git_commit(Path(mambaseg.__file__).resolve().parent), "environment": environment_info()}
     record.update(models=list(dict.fromkeys(record["models"] + models)),
@@ -520,18 +560,11 @@ def run_benchmark(data: str | Path, models: Sequence[str], seeds: int | Sequence
         print(f"benchmark: {len(models)} model(s) x {len(seeds)} seed(s) x {len(split['splits'])} fold(s) = "
               f"{len(jobs)} runs, budget {budget_n}, into {out}", flush=True)
     runs, failures = [], []
-    for i, (m, s, f) in enumerate(jobs, 1):
-        try:
-            summary = _run_one(ctx, m, s, f)
-        except Exception as err:  # noqa: BLE001 - recorded in the run folder; the other runs go on
-            run_dir = out / "runs" / m / f"seed{s}_fold{f}"
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "error.txt").write_text(traceback.format_exc())
-            _drop_log_handlers(run_dir)
-            failures.append({"model": m, "seed": s, "fold": f, "error": f"{type(err).__name__}: {err}",
-                             "error_file": str(run_dir / "error.txt")})
-            summary = {"model": m, "seed": s, "fold": f, "state": "failed", "run_dir": str(run_dir),
-                       "test_dice": None, "error": failures[-1]["error"]}
+    for i, summary in enumerate(_execute(ctx, jobs, workers), 1):
+        m, s, f = summary["model"], summary["seed"], summary["fold"]
+        if summary["state"] == "failed":
+            failures.append({"model": m, "seed": s, "fold": f, "error": summary["error"],
+                             "error_file": str(Path(summary["run_dir"]) / "error.txt")})
         runs.append(summary)
         if progress:
             d = summary.get("test_dice")
