@@ -220,9 +220,14 @@ def main() -> None:
     parser.add_argument("--reuse", default=None, metavar="JSON",
                         help="an earlier models3d.json: its successful (device, model, size) results are kept and only "
                              "the missing or failed ones are measured (each kept result says so)")
+    parser.add_argument("--reuse-only", action="store_true",
+                        help="with --reuse: measure nothing; cases missing from the earlier file are reported as "
+                             "not measured (to assemble a report from runs made in parts)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
+    if args.reuse_only and not args.reuse:
+        parser.error("--reuse-only needs --reuse JSON")
     if args.child:
         print(json.dumps(measure_child(json.loads(args.child))))
         return
@@ -244,7 +249,10 @@ def main() -> None:
             row = {"model": name, "results": {}}
             for size in sizes:
                 label = "x".join(map(str, size))
-                res = earlier.get((device, name, label)) or run_case(name, size, args.reps, device, args.timeout)
+                res = earlier.get((device, name, label))
+                if res is None:
+                    res = ({"error": "not measured (this report was assembled with --reuse-only)"}
+                           if args.reuse_only else run_case(name, size, args.reps, device, args.timeout))
                 row["results"][label] = res
                 shown = res.get("error") or (f"train {res['train_ms']['min']:.0f} ms, fwd {res['fwd_ms']['min']:.0f} "
                                              f"ms, peak {res['peak_train_mb']:.0f} MB")
