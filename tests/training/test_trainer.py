@@ -101,8 +101,12 @@ def test_refuses_to_overwrite_and_clear_errors(kvasir, tmp_path):
         train(_cfg(kvasir, tmp_path / "x", model="unet_tset"))
     with pytest.raises(FileNotFoundError, match="mambaseg data check"):
         train(_cfg(tmp_path / "nope", tmp_path / "y"))
-    with pytest.raises(ValueError, match="3D model"):
+    with pytest.raises(ValueError, match="3D model"):  # fails while planning, after train.log was opened
         train(_cfg(kvasir, tmp_path / "z", model_kwargs={"spatial_dims": 3}, patch_size=None))
+    import logging
+
+    left = [h for h in logging.getLogger("mambaseg.training").handlers if isinstance(h, logging.FileHandler)]
+    assert left == [], f"failed runs left their train.log attached: {[h.baseFilename for h in left]}"
 
 
 def test_presets_and_overrides():

@@ -413,7 +413,6 @@ def _guarded_run(ctx: dict[str, Any], model: str, seed: int, fold: int, threads:
         run_dir = ctx["out"] / "runs" / model / f"seed{seed}_fold{fold}"
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "error.txt").write_text(traceback.format_exc())
-        _drop_log_handlers(run_dir)
         return {"model": model, "seed": seed, "fold": fold, "state": "failed", "run_dir": str(run_dir),
                 "test_dice": None, "error": f"{type(err).__name__}: {err}"}
 
@@ -434,18 +433,6 @@ def _execute(ctx: dict[str, Any], jobs: list[tuple[str, int, int]], workers: int
         futures = [pool.submit(_guarded_run, child_ctx, m, s, f, threads) for m, s, f in jobs]
         for fut in as_completed(futures):
             yield fut.result()
-
-
-def _drop_log_handlers(run_dir: Path) -> None:
-    """Close the trainer's ``train.log`` handler of a failed run (train() leaves it attached when it fails before its
-    loop, e.g. in model construction), so later runs do not log into that run's file."""
-    import logging
-
-    log = logging.getLogger("mambaseg.training")
-    for h in list(log.handlers):
-        if isinstance(h, logging.FileHandler) and Path(h.baseFilename).resolve().parent == run_dir.resolve():
-            log.removeHandler(h)
-            h.close()
 
 
 # ------------------------------------------------------------------------------------------------ protocol

@@ -549,74 +549,78 @@ class _Run:
         self._handler = logging.FileHandler(run_dir / "train.log")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(self._handler)
-        if logger.level == logging.NOTSET or logger.level > logging.INFO:
-            logger.setLevel(logging.INFO)
-        self.checkpoint = None
-        if cfg.resume and ckpts[0].is_file():
-            self.checkpoint = load_checkpoint(ckpts[0])
-            if self.checkpoint.get("model_name") != cfg.model:
-                raise ValueError(f"{ckpts[0]} was trained with model {self.checkpoint.get('model_name')!r}, "
-                                 f"not {cfg.model!r}")
-            plan = Plan.load(run_dir / "plan.json")
-            s = load_splits(run_dir / "splits.json")
-            train_cases, val_cases, source = list(s["train"]), list(s["val"]), s.get("source", "run folder")
-        else:
-            if cfg.resume:
-                logger.warning("--resume: no %s; starting a new training", ckpts[0])
-            train_cases, val_cases, source = _split(raw, cfg)
-            missing = sorted(set(train_cases) - set(raw.cases))
-            if missing:
-                raise ValueError(f"split {source}: training cases {missing[:5]} are not in {raw.path / 'imagesTr'}")
-            if cfg.val_max_cases is not None:
-                val_cases = val_cases[:cfg.val_max_cases]
-            plan = make_plan(raw, cfg.model, cases=train_cases, patch_size=cfg.patch_size, batch_size=cfg.batch_size,
-                             memory_budget_gb=cfg.memory_budget_gb, spatial_dims=cfg.model_kwargs.get("spatial_dims"),
-                             target_spacing=cfg.target_spacing)
-        test_cases = [c for c in val_cases if c not in raw.cases]
-        unknown = sorted(set(test_cases) - set(raw.test_cases))
-        if unknown:
-            raise ValueError(f"split {source}: validation cases {unknown[:5]} are neither in imagesTr nor imagesTs")
-        if not val_cases:
-            logger.warning("no validation cases: validation Dice is NaN and checkpoint_best.pt is not written")
-        self.plan, self.train_cases, self.val_cases = plan, train_cases, val_cases
-        resolved = json.loads(json.dumps(asdict(cfg), default=str))
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({**resolved, "resolved_preset": preset_name},
-                                                            sort_keys=False))
-        plan.save(run_dir / "plan.json")
-        _write_json(run_dir / "splits.json", {"train": train_cases, "val": val_cases, "source": source})
-        _write_json(run_dir / "seeds.json", {"seed": cfg.seed, "split_seed": cfg.split_seed, "split": source,
-                                             "sampler": "batch i drawn from numpy default_rng([seed, i])"})
-        if self.checkpoint is None or not (run_dir / "environment.json").exists():
-            _write_json(run_dir / "environment.json", environment_info())
-        self.store = CaseStore(raw, plan, run_dir / "preprocessed", test_cases)
-        self.store.load(train_cases + val_cases, progress=cfg.progress)
-        aug = Augmenter(plan.spatial_dims) if cfg.augmentation else None
-        self.sampler = PatchSampler(self.store, train_cases, plan, seed=cfg.seed, augment=aug)
-        if cfg.iterations is not None:
-            self.total_iterations: int | None = int(cfg.iterations)
-        elif cfg.epochs is not None:
-            ipe = int(cfg.iterations_per_epoch or 0) or math.ceil(len(train_cases) / plan.batch_size)
-            self.total_iterations = int(cfg.epochs) * ipe
-        else:
-            self.total_iterations = None
-        self._csv_path = run_dir / "log.csv"
-        self._names = [k for k, v in plan.labels.items() if int(v) != 0 and k != "ignore"]
-        new = not self._csv_path.exists() or self.checkpoint is None
-        self._csv = open(self._csv_path, "w" if new else "a", newline="")  # noqa: SIM115 (closed in close())
-        self._writer = csv.writer(self._csv)
-        if new:
-            self._writer.writerow(["iteration", "lr", "train_loss", "val_mean_dice"]
-                                  + [f"dice_{n}" for n in self._names] + ["seconds"])
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        try:  # a failure while setting up (split, plan, preprocessing) must not leave train.log attached
+            if logger.level == logging.NOTSET or logger.level > logging.INFO:
+                logger.setLevel(logging.INFO)
+            self.checkpoint = None
+            if cfg.resume and ckpts[0].is_file():
+                self.checkpoint = load_checkpoint(ckpts[0])
+                if self.checkpoint.get("model_name") != cfg.model:
+                    raise ValueError(f"{ckpts[0]} was trained with model {self.checkpoint.get('model_name')!r}, "
+                                     f"not {cfg.model!r}")
+                plan = Plan.load(run_dir / "plan.json")
+                s = load_splits(run_dir / "splits.json")
+                train_cases, val_cases, source = list(s["train"]), list(s["val"]), s.get("source", "run folder")
+            else:
+                if cfg.resume:
+                    logger.warning("--resume: no %s; starting a new training", ckpts[0])
+                train_cases, val_cases, source = _split(raw, cfg)
+                missing = sorted(set(train_cases) - set(raw.cases))
+                if missing:
+                    raise ValueError(f"split {source}: training cases {missing[:5]} are not in {raw.path / 'imagesTr'}")
+                if cfg.val_max_cases is not None:
+                    val_cases = val_cases[:cfg.val_max_cases]
+                plan = make_plan(raw, cfg.model, cases=train_cases, patch_size=cfg.patch_size,
+                                 batch_size=cfg.batch_size, memory_budget_gb=cfg.memory_budget_gb,
+                                 spatial_dims=cfg.model_kwargs.get("spatial_dims"), target_spacing=cfg.target_spacing)
+            test_cases = [c for c in val_cases if c not in raw.cases]
+            unknown = sorted(set(test_cases) - set(raw.test_cases))
+            if unknown:
+                raise ValueError(f"split {source}: validation cases {unknown[:5]} are neither in imagesTr nor imagesTs")
+            if not val_cases:
+                logger.warning("no validation cases: validation Dice is NaN and checkpoint_best.pt is not written")
+            self.plan, self.train_cases, self.val_cases = plan, train_cases, val_cases
+            resolved = json.loads(json.dumps(asdict(cfg), default=str))
+            (run_dir / "config.yaml").write_text(yaml.safe_dump({**resolved, "resolved_preset": preset_name},
+                                                                sort_keys=False))
+            plan.save(run_dir / "plan.json")
+            _write_json(run_dir / "splits.json", {"train": train_cases, "val": val_cases, "source": source})
+            _write_json(run_dir / "seeds.json", {"seed": cfg.seed, "split_seed": cfg.split_seed, "split": source,
+                                                 "sampler": "batch i drawn from numpy default_rng([seed, i])"})
+            if self.checkpoint is None or not (run_dir / "environment.json").exists():
+                _write_json(run_dir / "environment.json", environment_info())
+            self.store = CaseStore(raw, plan, run_dir / "preprocessed", test_cases)
+            self.store.load(train_cases + val_cases, progress=cfg.progress)
+            aug = Augmenter(plan.spatial_dims) if cfg.augmentation else None
+            self.sampler = PatchSampler(self.store, train_cases, plan, seed=cfg.seed, augment=aug)
+            if cfg.iterations is not None:
+                self.total_iterations: int | None = int(cfg.iterations)
+            elif cfg.epochs is not None:
+                ipe = int(cfg.iterations_per_epoch or 0) or math.ceil(len(train_cases) / plan.batch_size)
+                self.total_iterations = int(cfg.epochs) * ipe
+            else:
+                self.total_iterations = None
+            self._csv_path = run_dir / "log.csv"
+            self._names = [k for k, v in plan.labels.items() if int(v) != 0 and k != "ignore"]
+            new = not self._csv_path.exists() or self.checkpoint is None
+            self._csv = open(self._csv_path, "w" if new else "a", newline="")  # noqa: SIM115 (closed in close())
+            self._writer = csv.writer(self._csv)
+            if new:
+                self._writer.writerow(["iteration", "lr", "train_loss", "val_mean_dice"]
+                                      + [f"dice_{n}" for n in self._names] + ["seconds"])
+            try:
+                from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:
-            self._tb = None
-            logger.info("TensorBoard is not installed: logging to log.csv only")
-        logger.info("run %s: model %s, preset %s, %d train / %d val cases (%s), plan patch %s batch %d, %s "
-                    "iterations", run_dir, cfg.model, preset_name, len(train_cases), len(val_cases), source,
-                    plan.patch_size, plan.batch_size, self.total_iterations or f"{cfg.time_budget_minutes} min of")
+                self._tb = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                self._tb = None
+                logger.info("TensorBoard is not installed: logging to log.csv only")
+            logger.info("run %s: model %s, preset %s, %d train / %d val cases (%s), plan patch %s batch %d, %s "
+                        "iterations", run_dir, cfg.model, preset_name, len(train_cases), len(val_cases), source,
+                        plan.patch_size, plan.batch_size, self.total_iterations or f"{cfg.time_budget_minutes} min of")
+        except BaseException:
+            self.close()
+            raise
 
     def batch_iterator(self, start: int):
         """Infinite iterator of batches ``start, start + 1, ...`` (workers or the main process)."""
@@ -653,8 +657,10 @@ class _Run:
         return row
 
     def close(self) -> None:
-        self._csv.close()
-        if self._tb is not None:
+        """Closes log.csv, TensorBoard and train.log (safe on a partly set-up run)."""
+        if getattr(self, "_csv", None) is not None:
+            self._csv.close()
+        if getattr(self, "_tb", None) is not None:
             self._tb.close()
         logger.removeHandler(self._handler)
         self._handler.close()
