@@ -15,6 +15,7 @@ import argparse
 import datetime
 import json
 import math
+import os
 import shlex
 import statistics
 import subprocess
@@ -65,20 +66,21 @@ def _memory_mb(device: str, step) -> dict:
     return {"delta": (peak_rss_bytes() - before) / 2**20, "absolute": None}
 
 
-def measure_child(spec: dict) -> dict:
-    """In a fresh process: parameters, FLOPs, forward latency, training-step time and memory of one case."""
-    from mambaseg.benchmark import count_flops, count_parameters
+#: glibc settings of the CPU memory child. A fixed mmap threshold turns off glibc's dynamic threshold, so every block
+#: of 64 KiB or more is its own mapping, returned to the system when freed: peak RSS then follows the live tensors.
+#: Under the default dynamic threshold, blocks freed by the warm-up step stay in the heap and are reused by the
+#: measured step without raising RSS, which hides a size-dependent part of the peak (small inputs' blocks fit under
+#: the 32 MiB threshold cap, large inputs' do not).
+MEMORY_CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
+
+def _setup(spec: dict):
+    """Model, input, random labels and one training ``step()`` of a case (SGD as SegMamba and nnU-Net train)."""
     torch.manual_seed(0)
     device, size = spec["device"], tuple(spec["size"])
     model = build(spec["model"], size).to(device)
     x = torch.randn(*size, device=device)
     target = torch.randint(0, NUM_CLASSES, (size[0], *size[2:]), device=device)
-    flops = count_flops(model, size)
-    model.eval()
-    with torch.no_grad():
-        fwd = timed(lambda: model(x), spec["reps"], device)
-    model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.99, nesterov=True, weight_decay=3e-5)
 
     def step():
@@ -86,12 +88,33 @@ def measure_child(spec: dict) -> dict:
         _loss(model(x), target).backward()
         opt.step()
 
-    step()  # warm-up: optimizer state and scratch buffers exist before the memory is measured
-    memory = _memory_mb(device, step)
+    return model, x, step
+
+
+def measure_child(spec: dict) -> dict:
+    """In a fresh process: parameters, FLOPs, forward latency and training-step time of one case (``mode``
+    "time"; on CUDA also the allocator's peak), or the peak memory of one training step (``mode`` "memory", the
+    CPU measure, run under :data:`MEMORY_CHILD_ENV`)."""
+    from mambaseg.benchmark import count_flops, count_parameters
+
+    device = spec["device"]
+    model, x, step = _setup(spec)
+    if spec["mode"] == "memory":
+        model.train()
+        step()  # warm-up: optimizer state and scratch buffers exist before the memory is measured
+        return {"peak_train_mb": _memory_mb(device, step)["delta"], "malloc_env": MEMORY_CHILD_ENV}
+    flops = count_flops(model, tuple(spec["size"]))
+    model.eval()
+    with torch.no_grad():
+        fwd = timed(lambda: model(x), spec["reps"], device)
+    model.train()
+    step()  # warm-up
+    memory = _memory_mb(device, step) if device == "cuda" else {"delta": None, "absolute": None}
     train = timed(step, spec["reps"], device)
     return {"params": count_parameters(model), "gflops": flops["total"] / 1e9,
             "scan_share": flops["scan"] / max(flops["total"], 1), "fwd_ms": _stats(fwd), "train_ms": _stats(train),
-            "peak_train_mb": memory["delta"], "peak_train_abs_mb": memory["absolute"]}
+            "peak_train_mb": memory["delta"], "peak_train_abs_mb": memory["absolute"],
+            "threads": torch.get_num_threads()}
 
 
 def _stats(seconds):
@@ -99,16 +122,29 @@ def _stats(seconds):
     return {"min": min(ms), "median": statistics.median(ms), "all": ms}
 
 
-def run_case(model: str, size: tuple, reps: int, device: str, timeout: float) -> dict:
-    spec = json.dumps({"model": model, "size": list(size), "reps": reps, "device": device})
+def _child(spec: dict, timeout: float, env: dict | None = None) -> dict:
+    """Runs :func:`measure_child` in a fresh process; a failure or timeout becomes ``{"error": ...}``."""
     try:
-        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", spec], capture_output=True,
-                              text=True, cwd=ROOT, timeout=timeout)
+        proc = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                              capture_output=True, text=True, cwd=ROOT, timeout=timeout,
+                              env={**os.environ, **env} if env else None)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_case(model: str, size: tuple, reps: int, device: str, timeout: float) -> dict:
+    """Timings (one process) and, on CPU, the peak memory (a second process under :data:`MEMORY_CHILD_ENV`)."""
+    spec = {"model": model, "size": list(size), "reps": reps, "device": device, "mode": "time"}
+    res = _child(spec, timeout)
+    if device == "cpu" and "error" not in res:
+        mem = _child({**spec, "mode": "memory"}, timeout, MEMORY_CHILD_ENV)
+        if "error" in mem:
+            return {"error": f"memory: {mem['error']}"}
+        res.update(mem)
+    return res
 
 
 def voxels(size) -> int:
@@ -154,7 +190,10 @@ def write_report(path: Path, data: dict) -> None:
              "no_grad. Training step: SGD (lr 0.01, momentum 0.99, Nesterov, wd 3e-5), cross-entropy on random "
              "labels (deep-supervision outputs summed), zero_grad + forward + backward + step. Selective scan: "
              "backend `auto` (numba on CPU, mamba_ssm or chunked on CUDA).",
-             "- Peak memory of one training step after a warm-up step: CPU = peak RSS minus RSS before the step; "
+             "- Peak memory of one training step after a warm-up step: CPU = peak RSS minus RSS before the step, "
+             "measured in a second fresh process whose glibc mmap threshold is fixed at 64 KiB "
+             "(`MALLOC_MMAP_THRESHOLD_=65536`), so that freed blocks go back to the system and RSS follows the live "
+             "tensors (the default dynamic threshold lets the warm-up step's freed blocks be reused unseen); "
              "CUDA = `torch.cuda.max_memory_allocated()` minus the allocation before the step (absolute peak, with "
              "weights, gradients and optimizer state, in parentheses).",
              "- FLOPs: one forward, torch flop_counter convention (1 multiply-add = 2 FLOPs) plus 9 B D L N per "
@@ -164,7 +203,7 @@ def write_report(path: Path, data: dict) -> None:
              "Models that pad inputs (SegMamba to its size rule, SwinUNETR to multiples of 32 and at least 64, the "
              "U-Nets to their total stride) compute on the padded size; the default sizes need no padding.",
              *([f"- Rows marked † were measured by an earlier run of this script and kept (`--reuse "
-                f"{data['reused_from']}`); their repetitions may differ."] if data.get("reused_from") else []),
+                f"{' --reuse '.join(data['reused_from'])}`); their repetitions may differ."] if data.get("reused_from") else []),
              ""]
     for run in data["runs"]:
         for size in run["sizes"]:
@@ -198,14 +237,17 @@ def write_report(path: Path, data: dict) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
-def _earlier_results(path: str | None) -> dict:
-    """``{(device, model, size label): result}`` of the successful cases in an earlier ``models3d.json``."""
-    if not path:
-        return {}
-    data = json.loads(Path(path).read_text())
-    return {(run["device"], row["model"], label): {**res, "reused": res.get("reused") or f"{path} ({data['date']})"}
-            for run in data["runs"] for row in run["rows"] for label, res in row["results"].items()
-            if "error" not in res}
+def _earlier_results(paths: list[str] | None) -> dict:
+    """``{(device, model, size label): result}`` of the successful cases in earlier ``models3d.json`` files (a later
+    file wins where two hold the same case)."""
+    found = {}
+    for path in paths or []:
+        data = json.loads(Path(path).read_text())
+        found.update({(run["device"], row["model"], label):
+                      {**res, "reused": res.get("reused") or f"{path} ({data['date']})"}
+                      for run in data["runs"] for row in run["rows"] for label, res in row["results"].items()
+                      if "error" not in res})
+    return found
 
 
 def main() -> None:
@@ -217,8 +259,8 @@ def main() -> None:
     parser.add_argument("--devices", default=None, help="comma-separated cpu,cuda (default: cpu, plus cuda if there)")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per (model, size) process")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    parser.add_argument("--reuse", default=None, metavar="JSON",
-                        help="an earlier models3d.json: its successful (device, model, size) results are kept and only "
+    parser.add_argument("--reuse", action="append", default=None, metavar="JSON",
+                        help="an earlier models3d.json (repeatable): its successful (device, model, size) results are kept and only "
                              "the missing or failed ones are measured (each kept result says so)")
     parser.add_argument("--reuse-only", action="store_true",
                         help="with --reuse: measure nothing; cases missing from the earlier file are reported as "

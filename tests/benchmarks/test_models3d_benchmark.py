@@ -1,6 +1,7 @@
 """The 3D model efficiency benchmark still runs end to end (a tiny model at two tiny sizes; timings not checked)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ def test_models3d_benchmark_writes_report_with_growth(tmp_path):
     for row in (small, large):
         assert row["params"] > 0 and row["gflops"] > 0 and 0 < row["scan_share"] < 1
         assert row["train_ms"]["min"] > 0 and row["fwd_ms"]["min"] > 0
+        assert row["peak_train_mb"] > 0 and row["malloc_env"]["MALLOC_MMAP_THRESHOLD_"]  # the memory child ran
     assert large["gflops"] == pytest.approx(2 * small["gflops"], rel=1e-6)  # batch 2: exactly twice the work
     (growth,) = run["growth"]
     assert growth["voxel_ratio"] == 2 and growth["gflops_ratio"] == pytest.approx(2, rel=1e-6)
@@ -31,19 +33,43 @@ def test_models3d_benchmark_writes_report_with_growth(tmp_path):
     assert "| segmamba_test |" in report and "growth from the smallest to the largest input" in report
 
 
-def test_reuse_keeps_only_successful_results(tmp_path, monkeypatch):
+def _load_script(monkeypatch):
     import importlib.util
 
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling _common
     spec = importlib.util.spec_from_file_location("models3d_under_test", ROOT / "benchmarks" / "models3d.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reuse_keeps_only_successful_results(tmp_path, monkeypatch):
+    mod = _load_script(monkeypatch)
     ok, failed = {"train_ms": {"min": 1.0}}, {"error": "timed out after 600 s"}
     earlier = {"date": "2026-11-23T17:00:00", "runs": [{"device": "cpu", "rows": [
         {"model": "segmamba", "results": {"1x1x64x64x64": ok, "1x1x96x96x96": failed}}]}]}
     path = tmp_path / "models3d.json"
     path.write_text(json.dumps(earlier))
-    kept = mod._earlier_results(str(path))
+    kept = mod._earlier_results([str(path)])
     assert set(kept) == {("cpu", "segmamba", "1x1x64x64x64")}  # the failed case is measured again
     assert kept[("cpu", "segmamba", "1x1x64x64x64")]["reused"].startswith(str(path))
     assert mod._earlier_results(None) == {}
+    later = tmp_path / "later.json"  # a second file adds its cases and wins where both hold one
+    earlier["runs"][0]["rows"][0]["results"] = {"1x1x64x64x64": {"train_ms": {"min": 2.0}}, "1x1x96x96x96": ok}
+    later.write_text(json.dumps(earlier))
+    kept = mod._earlier_results([str(path), str(later)])
+    assert set(kept) == {("cpu", "segmamba", "1x1x64x64x64"), ("cpu", "segmamba", "1x1x96x96x96")}
+    assert kept[("cpu", "segmamba", "1x1x64x64x64")]["train_ms"]["min"] == 2.0
+
+
+def test_memory_child_environment_sees_memory_reused_from_a_warm_up(monkeypatch):
+    """Under MEMORY_CHILD_ENV a step that allocates 12 x 8 MiB after a warm-up that freed the same blocks raises the
+    peak RSS by about 96 MiB: freed blocks went back to the system instead of being reused unseen."""
+    mod = _load_script(monkeypatch)
+    code = ("import sys, torch; sys.path.insert(0, 'benchmarks'); from _common import peak_rss_bytes\n"
+            "def step():\n    return [torch.ones(2 * 2**20) for _ in range(12)]\n"
+            "step(); before = peak_rss_bytes(reset=True); step(); print((peak_rss_bytes() - before) / 2**20)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, **mod.MEMORY_CHILD_ENV})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert 90 <= float(proc.stdout.strip().splitlines()[-1]) <= 110
