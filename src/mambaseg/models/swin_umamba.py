@@ -69,7 +69,7 @@ Deliberate differences:
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -85,7 +85,7 @@ from mambaseg.models.mamba_unet import (
     PatchMerging2D,
     VSSStage,
 )
-from mambaseg.models.unet import crop_outputs
+from mambaseg.models.unet import crop_outputs, supervised_logits
 
 __all__ = ["SwinUMamba", "SwinUMambaD", "SwinUMambaDDecoder", "VSSMEncoder"]
 
@@ -341,20 +341,17 @@ class SwinUMambaDDecoder(nn.Module):
         self.seg_layers.append(nn.Conv2d(feats[0], num_classes, 1, 1, 0, bias=True))
 
     def forward(self, skips: Sequence[Tensor]) -> Tensor | list[Tensor]:
+        return supervised_logits(self._stage_outputs(skips), self.seg_layers, self.deep_supervision)
+
+    def _stage_outputs(self, skips: Sequence[Tensor]) -> Iterator[Tensor]:
         x = skips[-1]
         last = len(self.stages) - 1
-        outs = []
         for s in range(len(self.stages)):
             y = self.expand_layers[s](x.permute(0, 2, 3, 1))  # channel-last in and out
             if s < last:
                 y = self.concat_back_dim[s](torch.cat((y, skips[-(s + 2)].permute(0, 2, 3, 1)), dim=-1))
             x = self.stages[s](y).permute(0, 3, 1, 2)
-            if self.deep_supervision:
-                outs.append(self.seg_layers[s](x))
-            elif s == last:
-                outs.append(self.seg_layers[-1](x))
-        outs = outs[::-1]
-        return outs if self.deep_supervision else outs[0]
+            yield x
 
 
 class SwinUMambaD(nn.Module):

@@ -56,7 +56,7 @@ Deliberate differences:
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Union
+from typing import Iterator, List, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +74,7 @@ from mambaseg.models.unet import (
     conv_op_for,
     default_features,
     norm_op_for,
+    supervised_logits,
 )
 
 __all__ = ["UMambaBot", "UNetResEncoder", "UNetResDecoder", "BasicResBlock", "BasicBlockD", "UpsampleLayer"]
@@ -221,20 +222,17 @@ class UNetResDecoder(nn.Module):
             self.seg_layers.append(conv(skip, num_classes, 1, 1, 0, bias=True))
 
     def forward(self, skips: Sequence[Tensor]) -> Union[Tensor, List[Tensor]]:
+        return supervised_logits(self._stage_outputs(skips), self.seg_layers, self.deep_supervision)
+
+    def _stage_outputs(self, skips: Sequence[Tensor]) -> Iterator[Tensor]:
         x = skips[-1]
-        outs = []
         last = len(self.stages) - 1
         for s in range(len(self.stages)):
             x = self.upsample_layers[s](x)
             if s < last:
                 x = torch.cat((x, skips[-(s + 2)]), 1)
             x = self.stages[s](x)
-            if self.deep_supervision:
-                outs.append(self.seg_layers[s](x))
-            elif s == last:
-                outs.append(self.seg_layers[-1](x))
-        outs = outs[::-1]
-        return outs if self.deep_supervision else outs[0]
+            yield x
 
 
 class UMambaBot(nn.Module):

@@ -71,7 +71,7 @@ Deliberate differences:
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -225,18 +225,11 @@ class UNetResDecoderAllSkips(UNetResDecoder):
         self.stages[-1] = _res_stage(encoder.spatial_dims, 2 * f0, f0, encoder.kernel_sizes[0], 1, n_conv[-1],
                                      encoder.conv_bias)
 
-    def forward(self, skips: Sequence[Tensor]) -> Union[Tensor, List[Tensor]]:
+    def _stage_outputs(self, skips: Sequence[Tensor]) -> Iterator[Tensor]:
         x = skips[-1]
-        outs = []
-        last = len(self.stages) - 1
-        for s in range(len(self.stages)):
+        for s in range(len(self.stages)):  # every stage concatenates a skip, the full-resolution one too
             x = self.stages[s](torch.cat((self.upsample_layers[s](x), skips[-(s + 2)]), 1))
-            if self.deep_supervision:
-                outs.append(self.seg_layers[s](x))
-            elif s == last:
-                outs.append(self.seg_layers[-1](x))
-        outs = outs[::-1]
-        return outs if self.deep_supervision else outs[0]
+            yield x
 
 
 class UMambaEnc(nn.Module):

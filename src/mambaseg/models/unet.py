@@ -40,7 +40,7 @@ Deliberate differences:
 
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Type, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import Tensor, nn
@@ -100,6 +100,20 @@ def _per_stage(v, n: int, name: str) -> list:
         raise ValueError(f"{name} must have {n} entries, got {len(v)}")
     return v
 
+
+
+def supervised_logits(stage_outputs: Iterator[Tensor], seg_layers: nn.ModuleList,
+                      deep_supervision: bool) -> Union[Tensor, List[Tensor]]:
+    """nnU-Net's decoder heads over the decoder stages' outputs (coarsest stage first).
+
+    With ``deep_supervision`` every stage ``s`` goes through ``seg_layers[s]`` and the logits come back highest
+    resolution first; without it only the last (full-resolution) stage is scored, by ``seg_layers[-1]``.
+    """
+    outs, x = [], None
+    for s, x in enumerate(stage_outputs):
+        if deep_supervision:
+            outs.append(seg_layers[s](x))
+    return outs[::-1] if deep_supervision else seg_layers[-1](x)
 
 class ConvNormAct(nn.Module):
     """``conv -> InstanceNorm(affine, eps 1e-5) -> LeakyReLU(0.01)`` (``act=False``: no nonlinearity).
@@ -231,17 +245,13 @@ class UNetDecoder(nn.Module):
             self.seg_layers.append(conv(skip, num_classes, 1, 1, 0, bias=True))
 
     def forward(self, skips: Sequence[Tensor]) -> Union[Tensor, List[Tensor]]:
+        return supervised_logits(self._stage_outputs(skips), self.seg_layers, self.deep_supervision)
+
+    def _stage_outputs(self, skips: Sequence[Tensor]) -> Iterator[Tensor]:
         x = skips[-1]
-        outs = []
         for s in range(len(self.stages)):
-            x = self.transpconvs[s](x)
-            x = self.stages[s](torch.cat((x, skips[-(s + 2)]), 1))
-            if self.deep_supervision:
-                outs.append(self.seg_layers[s](x))
-            elif s == len(self.stages) - 1:
-                outs.append(self.seg_layers[-1](x))
-        outs = outs[::-1]
-        return outs if self.deep_supervision else outs[0]
+            x = self.stages[s](torch.cat((self.transpconvs[s](x), skips[-(s + 2)]), 1))
+            yield x
 
 
 class UNet(nn.Module):
