@@ -22,6 +22,23 @@ def test_models_table_counts_flops_with_the_scan(capsys):
     assert gflops > 0 and 0 < scan_share < 100
 
 
+def test_models_table_survives_a_model_that_cannot_be_built(capsys, monkeypatch):
+    """A model whose optional package is missing is listed with the reason; the other rows still print."""
+    import mambaseg.cli.models as cli_models
+
+    real = cli_models.create_model
+
+    def failing(name, **kwargs):
+        if name == "swin_unetr":
+            raise ImportError("No module named 'monai'")
+        return real(name, **kwargs)
+
+    monkeypatch.setattr(cli_models, "create_model", failing)
+    assert main(["models", "--no-flops", "--in-channels", "3", "--num-classes", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "not built: ImportError: No module named 'monai'" in out and "19,121,664" in out
+
+
 def test_backends(capsys):
     assert main(["backends"]) == 0
     assert "cpu: reference, chunked, numba\n" in capsys.readouterr().out

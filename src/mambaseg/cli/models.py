@@ -23,13 +23,18 @@ def model_table(input_size: tuple, in_channels: int = 1, num_classes: int = 4, f
             continue
         if len(info.spatial_dims) > 1:
             kwargs["spatial_dims"] = dims
-        model = create_model(name, **kwargs)
+        try:
+            model = create_model(name, **kwargs)
+        except (ImportError, RuntimeError, ValueError, TypeError) as err:  # e.g. an optional package is missing
+            row["error"] = f"not built: {type(err).__name__}: {err}"
+            rows.append(row)
+            continue
         row["params"] = count_parameters(model)
         if flops:
             try:
                 counted = count_flops(model, (1, in_channels, *input_size))
             except (RuntimeError, ValueError) as err:  # e.g. a 7-stage nnU-Net at 64x64 reaches a 1x1 bottleneck
-                row["error"] = f"{type(err).__name__}: {err}"
+                row["error"] = f"FLOPs not counted at this input size: {type(err).__name__}: {err}"
             else:
                 row["gflops"] = counted["total"] / 1e9
                 row["scan_share"] = counted["scan"] / max(counted["total"], 1)
@@ -52,5 +57,5 @@ def print_models(input_size: tuple, in_channels: int, num_classes: int, flops: b
         share = f"{100 * r['scan_share']:.1f}" if r["scan_share"] is not None else "-"
         print(f"{r['name']:<{wn}}{r['family']:<{wf}}{r['dims']:<7}{params:>14}{gflops:>10}{share:>8}  {r['paper']}")
         if "error" in r:
-            print(f"{'':<{wn}}FLOPs not counted at this input size: {r['error'][:100]}")
+            print(f"{'':<{wn}}{r['error'][:140]}")
     return 0
