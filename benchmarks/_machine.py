@@ -104,7 +104,7 @@ def machine_info(repo: str) -> dict:
 
 
 def package_versions() -> dict:
-    """Versions of torch, numpy, mambaseg, CUDA and mamba_ssm (None when it does not import)."""
+    """Versions of torch, numpy, mambaseg, CUDA, mamba_ssm and triton (None when it does not import)."""
     import numpy
     import torch
 
@@ -113,5 +113,10 @@ def package_versions() -> dict:
         import mamba_ssm
     except Exception:  # noqa: BLE001 - absent or broken build: not a contender
         mamba_ssm = None
+    try:
+        import triton
+    except Exception:  # noqa: BLE001 - not installed (macOS, Windows): the triton backend is absent
+        triton = None
     return {"torch": torch.__version__, "numpy": numpy.__version__, "mambaseg": getattr(mambaseg, "__version__", "?"),
-            "cuda": torch.version.cuda, "mamba_ssm": mamba_ssm and getattr(mamba_ssm, "__version__", "?")}
+            "cuda": torch.version.cuda, "mamba_ssm": mamba_ssm and getattr(mamba_ssm, "__version__", "?"),
+            "triton": triton and getattr(triton, "__version__", "?")}

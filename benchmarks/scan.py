@@ -39,6 +39,7 @@ from mambaseg.ops._chunked import SLAB_BUDGET_BYTES
 ROOT = Path(__file__).resolve().parent.parent
 SHAPES = [(1, 96, 4096, 16, 1), (1, 192, 1024, 16, 1), (4, 96, 4096, 16, 1), (1, 768, 4096, 16, 4),
           (1, 96, 4096, 1, 1), (1, 48, 32768, 16, 1)]
+GPU_EXTRA_SHAPES = [(16, 96, 4096, 16, 1)]  # issue #7: M1's shapes plus batch 16
 QUICK_SHAPES = [(1, 8, 256, 4, 1), (1, 16, 128, 4, 4), (2, 8, 64, 1, 1)]
 KEYS = ("u", "delta", "A", "B", "C", "D", "delta_bias")
 MEMORY_METHOD = {"cuda": "`torch.cuda.max_memory_allocated()` minus the allocation after creating the inputs",
@@ -197,6 +198,48 @@ def measure_case(name, shape, x, grad, reps, device):
 
 #: The package backends rated against ``loop`` (each gets its own speed-ups, memory ratio and bar).
 RATED = ("chunked", "numba")
+#: Issue #7's GPU bar: Triton forward at >= 50 % of the HBM floor at these shapes, forward+backward >= 5x faster
+#: than chunked on the same GPU, and within 1.2x of mamba_ssm's CUDA kernel where it was measured in the same run.
+GPU_BAR_HBM_SHAPES = ((1, 768, 4096, 16, 4), (4, 96, 4096, 16, 1))
+
+
+def hbm_floor_ms(shape, bytes_per_s):
+    """(forward, forward+backward) HBM-traffic floors in ms: the bytes that must move (fp32 u, delta, B, C read and
+    y written; the backward also reads dy and writes du, ddelta, dB, dC) at the measured copy bandwidth."""
+    b, d, l, n, g = shape
+    return (4 * (3 * b * d * l + 2 * b * g * n * l) / bytes_per_s * 1e3,
+            4 * (8 * b * d * l + 6 * b * g * n * l) / bytes_per_s * 1e3)
+
+
+def gpu_bar_table(rows, floors):
+    """Issue #7's table: per shape, Triton's forward against the HBM floor, its forward+backward against chunked and
+    mamba_ssm in the same run, and the verdict. Empty when Triton did not run."""
+    md = lambda cells: "| " + " | ".join(map(str, cells)) + " |"
+    head = ["#", "shape (B, D, L, N, G)", "triton fwd ms", "HBM floor fwd ms", "fwd % of HBM floor",
+            "triton fwd+bwd ms", "chunked fwd+bwd ms", "speed-up vs chunked", "mamba_ssm fwd+bwd ms",
+            "triton / mamba_ssm", "bar"]
+    out = [md(head), "|---" * len(head) + "|"]
+    for r in rows:
+        c = r["contenders"]
+        tri = c.get("triton", {})
+        if "fwd_ms" not in tri:
+            continue
+        fwd_floor = hbm_floor_ms(r["shape"], floors["copy_bytes_per_s"])[0]
+        frac = fwd_floor / tri["fwd_ms"]["min"]
+        fb = tri["fwdbwd_ms"]["min"]
+        ch = c.get("chunked", {}).get("fwdbwd_ms", {}).get("min")
+        ms = c.get("mamba_ssm", {}).get("fwdbwd_ms", {}).get("min")
+        checks = [("speed vs chunked", ch is not None and ch / fb >= 5)]
+        if tuple(r["shape"]) in GPU_BAR_HBM_SHAPES:
+            checks.append(("HBM fraction", frac >= 0.5))
+        if ms is not None:
+            checks.append(("vs mamba_ssm", fb <= 1.2 * ms))
+        failed = [w for w, ok in checks if not ok]
+        r["gpu_bar"] = "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"
+        out.append(md([r["index"], tuple(r["shape"]), _f(tri["fwd_ms"]), f"{fwd_floor:.4f}", f"{100 * frac:.0f}",
+                       _f(tri["fwdbwd_ms"]), _f(ch, "{:.2f}"), _f(ch and ch / fb, "{:.1f}x"), _f(ms, "{:.2f}"),
+                       _f(ms and fb / ms, "{:.2f}"), r["gpu_bar"]]))
+    return "\n".join(out) if len(out) > 2 else ""
 
 
 def summarise(row, shape):
@@ -253,10 +296,14 @@ def tables(rows):
     return "\n".join(main), "\n".join([md(head2), "|---" * len(head2) + "|", *every])
 
 
-def write_report(path, data, main_table, all_table):
+def write_report(path, data, main_table, all_table, gpu_table=""):
     """Writes the markdown report."""
     m, fl, sz = data["machine"], data["floors"], data["floors"]["sizes"]
     gpu = f"\n- GPU: {data['gpu']}" if data.get("gpu") else ""
+    gpu_section = ("\n## Triton on the GPU (issue #7)\n" + gpu_table + "\n\nHBM floor = 4 (3 BDL + 2 BGNL) bytes "
+                   "(fp32 u, delta, B, C read, y written) / the measured copy bandwidth. Bar: forward >= 50 % of the "
+                   "HBM floor at " + ", ".join(map(str, GPU_BAR_HBM_SHAPES)) + "; forward+backward >= 5x faster "
+                   "than chunked; <= 1.2x mamba_ssm where it ran.\n") if gpu_table else ""
     busy = [f"#{r['index']} {n}" for r in data["rows"] for n, c in r["contenders"].items() if c.get("busy")]
     text = f"""# Selective scan: sequential loop vs the chunked and numba backends ({data['device']})
 
@@ -289,7 +336,7 @@ Bar (project target, issue #2): forward+backward speed-up >= 10x where L >= 4096
 
 ### Every contender
 {all_table}
-
+{gpu_section}
 ## Notes
 - `loop` is the fastest plain-autograd sequential scan: delta preparation, `exp(delta * A)` and `delta * u * B` in bulk over (B, D, L, N) (B, C broadcast per channel by the group rule), then one `torch.addcmul` per step, `torch.stack`, `(H * C).sum(-1) + D * u`. Its steps come from `unbind`: slicing `dA[:, :, t]` in a loop makes autograd allocate a full-size zero buffer per step in the backward (quadratic in L).
 - The chunked backend keeps a reusable CPU scratch buffer per thread: its decays and states for one slab of channels, 2 x 4 B x B D L N at most and bounded by the slab budget ({SLAB_BUDGET_BYTES >> 20} MB); it is created inside the measured forward+backward and so is part of the chunked peak. Each (contender, shape) is timed and measured in its own fresh process: after another contender's multi-GB run, glibc's changed mmap/trim thresholds made the next one's page faults cost up to 2x.
@@ -329,7 +376,10 @@ def main():
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     suffix = args.suffix if args.suffix is not None else (
         re.sub(r"[^a-z0-9]+", "_", gpu.lower().replace("nvidia", "")).strip("_") if gpu else "")
-    contenders = ["loop", *(b for b in list_backends(torch.empty(0, device=device)) if b in RATED + ("mamba_ssm",))]
+    contenders = ["loop", *(b for b in list_backends(torch.empty(0, device=device))
+                            if b in RATED + ("triton", "mamba_ssm"))]
+    if device.type == "cuda" and not args.quick:
+        shapes = shapes + GPU_EXTRA_SHAPES
     print("self-check (CPU) ...", flush=True)
     check = self_check()
     print("  max error vs reference: " + ", ".join(f"{k} {v:.1e}" for k, v in check.items()))
@@ -358,7 +408,8 @@ def main():
                                "floor_fwdbwd_ms": fb_floor, "contenders": cases}, shape))
         del x, grad
     main_table, all_table = tables(rows)
-    print("\n" + main_table + "\n\n" + all_table)
+    gpu_table = gpu_bar_table(rows, floors)
+    print("\n" + main_table + "\n\n" + all_table + ("\n\n" + gpu_table if gpu_table else ""))
     data = {"command": shlex.join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(device),
             "gpu": gpu, "machine": machine_info(str(ROOT)), "threads": torch.get_num_threads(),
@@ -366,7 +417,7 @@ def main():
             "self_check": check, "floors": floors, "rows": rows, "memory_method": MEMORY_METHOD[device.type]}
     out.mkdir(parents=True, exist_ok=True)
     stem = "scan" + (f"_{suffix}" if suffix else "")
-    write_report(out / f"{stem}.md", data, main_table, all_table)
+    write_report(out / f"{stem}.md", data, main_table, all_table, gpu_table)
     (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
     print(f"\nwrote {out / (stem + '.md')} and {out / (stem + '.json')}")
 

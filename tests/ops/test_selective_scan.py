@@ -23,6 +23,13 @@ TOL = {  # name -> (rtol, atol), fp32
 }
 NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
 CPU_BACKENDS = [b for b in list_backends(torch.zeros(1)) if b not in ("reference", "triton")]  # interpreter: too slow
+#: On a GPU machine the same grid also runs our backends that take CUDA tensors (chunked, triton) against the
+#: reference on CPU: issue #7's "full M1 test grid on a GPU". mamba_ssm is left out: its CUDA op does not propagate
+#: the gradient of the last state, which these tests check.
+CUDA_BACKENDS = ([b for b in list_backends(torch.zeros(1, device="cuda")) if b not in ("reference", "mamba_ssm")]
+                 if torch.cuda.is_available() else [])
+BACKENDS = [pytest.param(b, "cpu", id=b) for b in CPU_BACKENDS] + [
+    pytest.param(b, "cuda", id=f"{b}-cuda") for b in CUDA_BACKENDS]
 
 
 def make_inputs(batch, dim, length, d_state, groups, dtype=torch.float32, seed=0, strong_decay=False):
@@ -48,12 +55,12 @@ def make_inputs(batch, dim, length, d_state, groups, dtype=torch.float32, seed=0
     return {n: t.to(dtype) for n, t in zip(NAMES, (u, delta, A, B, C, D, z, delta_bias))}
 
 
-def run(backend, inputs, grad_seed=1, dtype=None, softplus=True, **chunk_options):
-    """Forward + backward; returns out, last state and the gradient of every input (in a dict).
+def run(backend, inputs, grad_seed=1, dtype=None, softplus=True, device="cpu", **chunk_options):
+    """Forward + backward on ``device``; returns out, last state and the gradient of every input (a dict, on CPU).
 
     With ``chunk_options`` (chunk_length, slab_budget_bytes) the chunked backend is called directly.
     """
-    leaves = {n: (t.to(dtype) if dtype else t).detach().clone().requires_grad_() for n, t in inputs.items()}
+    leaves = {n: (t.to(dtype) if dtype else t).detach().to(device).requires_grad_() for n, t in inputs.items()}
     if chunk_options:
         fn = functools.partial(selective_scan_chunked, **chunk_options)
     else:
@@ -61,12 +68,12 @@ def run(backend, inputs, grad_seed=1, dtype=None, softplus=True, **chunk_options
     out, last = fn(*(leaves[n] for n in NAMES[:5]), D=leaves["D"], z=leaves["z"], delta_bias=leaves.get("delta_bias"),
                    delta_softplus=softplus, return_last_state=True)
     gen = torch.Generator().manual_seed(grad_seed)
-    g_out = torch.randn(out.shape, generator=gen).to(out.dtype)
-    g_last = torch.randn(last.shape, generator=gen).to(last.dtype)
+    g_out = torch.randn(out.shape, generator=gen).to(device, out.dtype)
+    g_last = torch.randn(last.shape, generator=gen).to(device, last.dtype)
     torch.autograd.backward([out, last], [g_out, g_last])
     res = {"out": out.detach(), "last": last.detach()}
     res.update({n: t.grad if t.grad is not None else torch.zeros_like(t) for n, t in leaves.items()})
-    return res
+    return {n: t.cpu() for n, t in res.items()}
 
 
 def assert_close(got, want, scale=1.0, what=""):
@@ -88,37 +95,38 @@ GRID = [  # (batch, dim, length, d_state, groups)
 ]
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend, device", BACKENDS)
 @pytest.mark.parametrize("shape", GRID, ids=lambda s: "B{}D{}L{}N{}G{}".format(*s))
-def test_backend_matches_reference_and_float64(backend, shape):
+def test_backend_matches_reference_and_float64(backend, device, shape):
     inputs = make_inputs(*shape)
     want32 = run("reference", inputs)
     want64 = run("reference", inputs, dtype=torch.float64)
-    got = run(backend, inputs)
+    got = run(backend, inputs, device=device)
     assert_close(got, want32, what=f"{backend} vs reference fp32")
     assert_close(got, want64, what=f"{backend} vs reference fp64")
     assert_close(want32, want64, what="reference fp32 vs fp64")
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend, device", BACKENDS)
 @pytest.mark.parametrize("softplus, with_bias", [(False, True), (False, False), (True, False)])
-def test_softplus_and_bias_toggles(softplus, with_bias, backend):
+def test_softplus_and_bias_toggles(softplus, with_bias, backend, device):
     """delta_bias and softplus are folded into the backends' Functions: every combination, on a padded length."""
     inputs = make_inputs(2, 8, 45, 16, 2)
     if not with_bias:
         del inputs["delta_bias"]
-    got = run(backend, inputs, softplus=softplus, **({"chunk_length": 16} if backend == "chunked" else {}))
+    got = run(backend, inputs, softplus=softplus, device=device,
+              **({"chunk_length": 16} if backend == "chunked" else {}))
     want = run("reference", inputs, dtype=torch.float64, softplus=softplus)
     for res in (got, want):
         res.setdefault("delta_bias", torch.zeros(8))
     assert_close(got, want, what=f"softplus={softplus} bias={with_bias}")
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_mamba_test_shape_long_sequence(backend):
+@pytest.mark.parametrize("backend, device", BACKENDS)
+def test_mamba_test_shape_long_sequence(backend, device):
     """mamba_ssm's own test case at its longest sequence: batch 2, dim 4, d_state 8, 2 groups, L = 4096."""
     inputs = make_inputs(2, 4, 4096, 8, 2)
-    assert_close(run(backend, inputs), run("reference", inputs, dtype=torch.float64), what="L=4096")
+    assert_close(run(backend, inputs, device=device), run("reference", inputs, dtype=torch.float64), what="L=4096")
 
 
 @pytest.mark.parametrize("chunk_length, budget", [(1, 2**30), (7, 1), (16, 4096), (256, 2**30)])
@@ -129,33 +137,33 @@ def test_chunk_and_slab_settings_do_not_change_results(chunk_length, budget):
     assert_close(got, run("reference", inputs, dtype=torch.float64), what=f"T={chunk_length} budget={budget}")
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_strong_decay_stays_finite_and_exact(backend):
+@pytest.mark.parametrize("backend, device", BACKENDS)
+def test_strong_decay_stays_finite_and_exact(backend, device):
     inputs = make_inputs(2, 4, 512, 16, 1, strong_decay=True)
-    got = run(backend, inputs)
+    got = run(backend, inputs, device=device)
     assert all(torch.isfinite(t).all() for t in got.values())
     assert_close(got, run("reference", inputs, dtype=torch.float64), what="strong decay")
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("backend, device", BACKENDS)
 @pytest.mark.parametrize("dtype, rtol, atol", [(torch.float16, 3e-3, 5e-3), (torch.bfloat16, 3e-2, 5e-2)])
-def test_half_precision_inputs_accumulate_in_fp32(dtype, rtol, atol, backend):
-    inputs = {n: t.to(dtype) for n, t in make_inputs(2, 8, 300, 16, 2).items()}
+def test_half_precision_inputs_accumulate_in_fp32(dtype, rtol, atol, backend, device):
+    inputs = {n: t.to(device, dtype) for n, t in make_inputs(2, 8, 300, 16, 2).items()}
     leaves = [inputs[n] for n in NAMES[:5]]
     kw = dict(D=inputs["D"], z=inputs["z"], delta_bias=inputs["delta_bias"], delta_softplus=True)
     out = selective_scan(*leaves, backend=backend, **kw)
     assert out.dtype == dtype
     # the same (already rounded) inputs in float64: the only error left is the output rounding and fp32 sums
-    want = selective_scan(*(t.double() for t in leaves), backend="reference",
-                          **{k: (v.double() if torch.is_tensor(v) else v) for k, v in kw.items()})
-    torch.testing.assert_close(out.double(), want, rtol=rtol, atol=atol)
+    want = selective_scan(*(t.cpu().double() for t in leaves), backend="reference",
+                          **{k: (v.cpu().double() if torch.is_tensor(v) else v) for k, v in kw.items()})
+    torch.testing.assert_close(out.cpu().double(), want, rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_no_full_size_tensor_is_saved_for_backward(backend):
+@pytest.mark.parametrize("backend, device", BACKENDS)
+def test_no_full_size_tensor_is_saved_for_backward(backend, device):
     batch, dim, length, d_state = 1, 16, 1024, 16
     inputs = make_inputs(batch, dim, length, d_state, 1)
-    leaves = [inputs[n].requires_grad_() for n in NAMES[:5]]
+    leaves = [inputs[n].to(device).requires_grad_() for n in NAMES[:5]]
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         out = selective_scan(*leaves, delta_softplus=True, backend=backend)
