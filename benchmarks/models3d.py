@@ -91,6 +91,26 @@ def _setup(spec: dict):
     return model, x, step
 
 
+def saved_for_backward_mb(model: torch.nn.Module, x: torch.Tensor) -> float:
+    """MB of the distinct tensor storages that one training-mode forward keeps for the backward pass (autograd's
+    saved tensors, custom Functions' ``save_for_backward`` included): the size-dependent core of training memory,
+    counted without any allocator in between. Parameters are not counted (they exist anyway)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages = {}
+
+    def pack(t):
+        if t.device.type != "meta":
+            st = t.untyped_storage()
+            if st.data_ptr() not in params:
+                storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(x)
+    del out
+    return sum(storages.values()) / 2**20
+
+
 def measure_child(spec: dict) -> dict:
     """In a fresh process: parameters, FLOPs, forward latency and training-step time of one case (``mode``
     "time"; on CUDA also the allocator's peak), or the peak memory of one training step (``mode`` "memory", the
@@ -102,7 +122,9 @@ def measure_child(spec: dict) -> dict:
     if spec["mode"] == "memory":
         model.train()
         step()  # warm-up: optimizer state and scratch buffers exist before the memory is measured
-        return {"peak_train_mb": _memory_mb(device, step)["delta"], "malloc_env": MEMORY_CHILD_ENV}
+        peak = _memory_mb(device, step)["delta"]
+        return {"peak_train_mb": peak, "saved_for_backward_mb": saved_for_backward_mb(model, x),
+                "malloc_env": MEMORY_CHILD_ENV}
     flops = count_flops(model, tuple(spec["size"]))
     model.eval()
     with torch.no_grad():
@@ -131,7 +153,10 @@ def _child(spec: dict, timeout: float, env: dict | None = None) -> dict:
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     if proc.returncode:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+        if not proc.stderr.strip():  # SIGKILL leaves no message: the kernel's out-of-memory killer, most often
+            return {"error": f"killed by signal {-proc.returncode}, no message (out of memory?)"
+                    if proc.returncode < 0 else "failed"}
+        return {"error": proc.stderr.strip().splitlines()[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -140,11 +165,16 @@ def run_case(model: str, size: tuple, reps: int, device: str, timeout: float) ->
     spec = {"model": model, "size": list(size), "reps": reps, "device": device, "mode": "time"}
     res = _child(spec, timeout)
     if device == "cpu" and "error" not in res:
-        mem = _child({**spec, "mode": "memory"}, timeout, MEMORY_CHILD_ENV)
-        if "error" in mem:
-            return {"error": f"memory: {mem['error']}"}
-        res.update(mem)
+        res.update(memory_case(model, size, device, timeout))
     return res
+
+
+def memory_case(model: str, size: tuple, device: str, timeout: float) -> dict:
+    """The CPU memory figures of one case (its own process under :data:`MEMORY_CHILD_ENV`); on failure the
+    timings stand and ``memory_error`` says why the memory cell is missing."""
+    spec = {"model": model, "size": list(size), "reps": 0, "device": device, "mode": "memory"}
+    mem = _child(spec, timeout, MEMORY_CHILD_ENV)
+    return {"peak_train_mb": None, "memory_error": mem["error"]} if "error" in mem else mem
 
 
 def voxels(size) -> int:
@@ -162,8 +192,10 @@ def growth(run: dict) -> list:
         if len(ok) < 2 or voxels(ok[0]) == voxels(ok[-1]):
             continue
         a, b = (row["results"]["x".join(map(str, s))] for s in (ok[0], ok[-1]))
-        mem = b["peak_train_mb"] / a["peak_train_mb"] if a["peak_train_mb"] > 0 else None
-        out.append({"model": row["model"], "from": "x".join(map(str, ok[0])), "to": "x".join(map(str, ok[-1])),
+        mem = b["peak_train_mb"] / a["peak_train_mb"] if (a["peak_train_mb"] or 0) > 0 and b["peak_train_mb"] else None
+        saved = (b["saved_for_backward_mb"] / a["saved_for_backward_mb"]
+                 if a.get("saved_for_backward_mb") and b.get("saved_for_backward_mb") else None)
+        out.append({"model": row["model"], "saved_ratio": saved, "from": "x".join(map(str, ok[0])), "to": "x".join(map(str, ok[-1])),
                     "voxel_ratio": voxels(ok[-1]) / voxels(ok[0]),
                     "fwd_ratio": b["fwd_ms"]["min"] / a["fwd_ms"]["min"],
                     "train_ratio": b["train_ms"]["min"] / a["train_ms"]["min"], "memory_ratio": mem, "gflops_ratio": b["gflops"] / a["gflops"]})
@@ -196,6 +228,10 @@ def write_report(path: Path, data: dict) -> None:
              "tensors (the default dynamic threshold lets the warm-up step's freed blocks be reused unseen); "
              "CUDA = `torch.cuda.max_memory_allocated()` minus the allocation before the step (absolute peak, with "
              "weights, gradients and optimizer state, in parentheses).",
+             "- Saved for backward: MB of the distinct tensor storages one training-mode forward keeps for the "
+             "backward pass (autograd's saved tensors and the scan Functions' `save_for_backward`; parameters not "
+             "counted), taken with `torch.autograd.graph.saved_tensors_hooks` in the memory process: the "
+             "size-dependent core of training memory, free of allocator effects.",
              "- FLOPs: one forward, torch flop_counter convention (1 multiply-add = 2 FLOPs) plus 9 B D L N per "
              "selective scan (mambaseg.benchmark.count_flops).",
              "- Growth: ratio of the largest to the smallest input that ran, per model; voxels = batch x D x H x W. "
@@ -209,30 +245,32 @@ def write_report(path: Path, data: dict) -> None:
         for size in run["sizes"]:
             label = "x".join(map(str, size))
             lines += [f"## {run['device'].upper()}, input {label}", "",
-                      "| model | params | GFLOPs | scan % of FLOPs | forward ms | train step ms | peak train MB |",
-                      "|---|---|---|---|---|---|---|"]
+                      "| model | params | GFLOPs | scan % of FLOPs | forward ms | train step ms | peak train MB | "
+                      "saved for backward MB |", "|---|---|---|---|---|---|---|---|"]
             for row in run["rows"]:
                 r = row["results"].get(label, {})
                 if "error" in r:
-                    lines.append(f"| {row['model']} | error: {r['error'][:100]} | | | | | |")
+                    lines.append(f"| {row['model']} | error: {r['error'][:100]} | | | | | | |")
                     continue
-                mem = f"{r['peak_train_mb']:.0f}"
+                mem = (f"{r['peak_train_mb']:.0f}" if r["peak_train_mb"] is not None
+                       else f"not measured: {r.get('memory_error', '?')[:60]}")
                 if r.get("peak_train_abs_mb") is not None:
                     mem += f" ({r['peak_train_abs_mb']:.0f})"
                 name = row["model"] + (" †" if r.get("reused") else "")
                 lines.append(f"| {name} | {r['params']:,} | {r['gflops']:.2f} | {100 * r['scan_share']:.1f} | "
                              f"{r['fwd_ms']['min']:.0f} ({r['fwd_ms']['median']:.0f}) | "
-                             f"{r['train_ms']['min']:.0f} ({r['train_ms']['median']:.0f}) | {mem} |")
+                             f"{r['train_ms']['min']:.0f} ({r['train_ms']['median']:.0f}) | {mem} | "
+                             f"{_fmt(r.get('saved_for_backward_mb'), '.0f')} |")
             lines.append("")
         lines += [f"## {run['device'].upper()}, growth from the smallest to the largest input", "",
                   "| model | from -> to | voxel ratio | GFLOPs ratio | forward time ratio | train time ratio | "
-                  "train memory ratio |", "|---|---|---|---|---|---|---|"]
+                  "train memory ratio | saved-for-backward ratio |", "|---|---|---|---|---|---|---|---|"]
         for g in run["growth"]:
             lines.append(f"| {g['model']} | {g['from']} -> {g['to']} | {g['voxel_ratio']:.2f} | "
                          f"{g['gflops_ratio']:.2f} | {g['fwd_ratio']:.2f} | {g['train_ratio']:.2f} | "
-                         f"{_fmt(g['memory_ratio'])} |")
+                         f"{_fmt(g['memory_ratio'])} | {_fmt(g['saved_ratio'])} |")
         if not run["growth"]:
-            lines.append("| (fewer than two sizes ran) | | | | | | |")
+            lines.append("| (fewer than two sizes ran) | | | | | | | |")
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
 
@@ -265,11 +303,14 @@ def main() -> None:
     parser.add_argument("--reuse-only", action="store_true",
                         help="with --reuse: measure nothing; cases missing from the earlier file are reported as "
                              "not measured (to assemble a report from runs made in parts)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="with --reuse: keep the earlier timings and measure only the CPU memory again (after a "
+                             "change of the memory method)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
-    if args.reuse_only and not args.reuse:
-        parser.error("--reuse-only needs --reuse JSON")
+    if (args.reuse_only or args.memory_only) and not args.reuse:
+        parser.error("--reuse-only and --memory-only need --reuse JSON")
     if args.child:
         print(json.dumps(measure_child(json.loads(args.child))))
         return
@@ -292,12 +333,16 @@ def main() -> None:
             for size in sizes:
                 label = "x".join(map(str, size))
                 res = earlier.get((device, name, label))
-                if res is None:
-                    res = ({"error": "not measured (this report was assembled with --reuse-only)"}
-                           if args.reuse_only else run_case(name, size, args.reps, device, args.timeout))
+                if res is not None and args.memory_only and device == "cpu":
+                    res = {**res, **memory_case(name, size, device, args.timeout),
+                           "memory_remeasured": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
+                elif res is None:
+                    res = ({"error": "not measured (this report was assembled with --reuse-only or --memory-only)"}
+                           if args.reuse_only or args.memory_only else run_case(name, size, args.reps, device,
+                                                                               args.timeout))
                 row["results"][label] = res
                 shown = res.get("error") or (f"train {res['train_ms']['min']:.0f} ms, fwd {res['fwd_ms']['min']:.0f} "
-                                             f"ms, peak {res['peak_train_mb']:.0f} MB")
+                                             f"ms, peak {res['peak_train_mb'] or 0:.0f} MB {res.get('memory_error', '')}")
                 print(f"{device:4s} {name:14s} {label:18s} {shown}", flush=True)
             rows.append(row)
         run = {"device": device, "sizes": [list(s) for s in sizes], "rows": rows}

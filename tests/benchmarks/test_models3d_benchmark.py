@@ -25,9 +25,11 @@ def test_models3d_benchmark_writes_report_with_growth(tmp_path):
         assert row["params"] > 0 and row["gflops"] > 0 and 0 < row["scan_share"] < 1
         assert row["train_ms"]["min"] > 0 and row["fwd_ms"]["min"] > 0
         assert row["peak_train_mb"] > 0 and row["malloc_env"]["MALLOC_MMAP_THRESHOLD_"]  # the memory child ran
+        assert 0 < row["saved_for_backward_mb"] < row["peak_train_mb"]
     assert large["gflops"] == pytest.approx(2 * small["gflops"], rel=1e-6)  # batch 2: exactly twice the work
     (growth,) = run["growth"]
     assert growth["voxel_ratio"] == 2 and growth["gflops_ratio"] == pytest.approx(2, rel=1e-6)
+    assert growth["saved_ratio"] == pytest.approx(2, rel=0.05)  # activations saved for backward: batch-linear
     assert growth["train_ratio"] == pytest.approx(large["train_ms"]["min"] / small["train_ms"]["min"])
     report = (tmp_path / "models3d.md").read_text()
     assert "| segmamba_test |" in report and "growth from the smallest to the largest input" in report
