@@ -74,6 +74,13 @@ def _memory_mb(device: str, step) -> dict:
 MEMORY_CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "131072"}
 
 
+#: glibc settings of the timing process with ``--malloc tuned``: freed memory stays in the heap and is reused, so
+#: tensors above glibc's 32 MiB dynamic-threshold cap no longer come as fresh mappings whose every page faults on
+#: first touch (at 128^3 that made copies and concatenations grow 15-18x for 8x voxels).
+TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 * 2**30), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30),
+                    "MALLOC_TOP_PAD_": str(2**30)}
+
+
 def _setup(spec: dict):
     """Model, input, random labels and one training ``step()`` of a case (SGD as SegMamba and nnU-Net train)."""
     torch.manual_seed(0)
@@ -160,12 +167,16 @@ def _child(spec: dict, timeout: float, env: dict | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def run_case(model: str, size: tuple, reps: int, device: str, timeout: float) -> dict:
-    """Timings (one process) and, on CPU, the peak memory (a second process under :data:`MEMORY_CHILD_ENV`)."""
+def run_case(model: str, size: tuple, reps: int, device: str, timeout: float, malloc: str = "default",
+             memory: bool = True) -> dict:
+    """Timings (one process, glibc as ``malloc`` says) and, on CPU, the peak memory (a second process under
+    :data:`MEMORY_CHILD_ENV`, unless ``memory`` is False)."""
     spec = {"model": model, "size": list(size), "reps": reps, "device": device, "mode": "time"}
-    res = _child(spec, timeout)
+    res = _child(spec, timeout, TUNED_MALLOC_ENV if malloc == "tuned" and device == "cpu" else None)
+    res["malloc"] = malloc
     if device == "cpu" and "error" not in res:
-        res.update(memory_case(model, size, device, timeout))
+        res.update(memory_case(model, size, device, timeout) if memory else
+                   {"peak_train_mb": None, "memory_error": "skipped (--skip-memory)"})
     return res
 
 
@@ -238,6 +249,10 @@ def write_report(path: Path, data: dict) -> None:
              "Linear complexity means time and memory ratios near the voxel ratio (fixed costs pull them below). "
              "Models that pad inputs (SegMamba to its size rule, SwinUNETR to multiples of 32 and at least 64, the "
              "U-Nets to their total stride) compute on the padded size; the default sizes need no padding.",
+             *(["- Timing processes ran with `--malloc tuned`: glibc keeps freed memory for reuse ("
+                + ", ".join(f"`{k}={v}`" for k, v in TUNED_MALLOC_ENV.items()) + ")."]
+               if any(r.get("malloc") == "tuned" for run in data["runs"] for row in run["rows"]
+                      for r in row["results"].values()) else []),
              *([f"- Rows marked † were measured by an earlier run of this script and kept (`--reuse "
                 f"{' --reuse '.join(data['reused_from'])}`); their repetitions may differ."] if data.get("reused_from") else []),
              ""]
@@ -306,6 +321,10 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true",
                         help="with --reuse: keep the earlier timings and measure only the CPU memory again (after a "
                              "change of the memory method)")
+    parser.add_argument("--malloc", choices=["default", "tuned"], default="default",
+                        help="glibc settings of the CPU timing process: the defaults, or TUNED_MALLOC_ENV (freed "
+                             "memory kept for reuse; faster for large 3D inputs)")
+    parser.add_argument("--skip-memory", action="store_true", help="time only (no memory process)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
@@ -338,8 +357,8 @@ def main() -> None:
                            "memory_remeasured": datetime.datetime.now().astimezone().isoformat(timespec="seconds")}
                 elif res is None:
                     res = ({"error": "not measured (this report was assembled with --reuse-only or --memory-only)"}
-                           if args.reuse_only or args.memory_only else run_case(name, size, args.reps, device,
-                                                                               args.timeout))
+                           if args.reuse_only or args.memory_only else
+                           run_case(name, size, args.reps, device, args.timeout, args.malloc, not args.skip_memory))
                 row["results"][label] = res
                 shown = res.get("error") or (f"train {res['train_ms']['min']:.0f} ms, fwd {res['fwd_ms']['min']:.0f} "
                                              f"ms, peak {res['peak_train_mb'] or 0:.0f} MB {res.get('memory_error', '')}")
