@@ -8,6 +8,15 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
+
+
+def summed_cross_entropy(out, target):
+    """Cross-entropy of every output (deep supervision: a list, each scored against ``target`` resized to it by
+    nearest neighbour), summed; logits are scored in fp32 also under autocast."""
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return sum(F.cross_entropy(o.float(), F.interpolate(target[:, None].float(), o.shape[2:]).long()[:, 0])
+               for o in outs)
 
 
 def sync(device):

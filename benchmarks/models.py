@@ -18,17 +18,12 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from _common import peak_rss_bytes, timed  # benchmarks/ is on sys.path when this runs as a script
+from _common import peak_rss_bytes, summed_cross_entropy, timed  # benchmarks/ is on sys.path when this runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SIZES = "1x1x224x224,4x1x224x224,4x1x256x256"
 NUM_CLASSES = 4
 
-
-def _loss(out, target):
-    outs = out if isinstance(out, (list, tuple)) else [out]
-    return sum(F.cross_entropy(o, F.interpolate(target[:, None].float(), o.shape[2:]).long()[:, 0]) for o in outs)
 
 
 def measure_child(spec: dict) -> dict:
@@ -50,7 +45,7 @@ def measure_child(spec: dict) -> dict:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        _loss(model(x), target).backward()
+        summed_cross_entropy(model(x), target).backward()
         opt.step()
 
     step()  # warm-up: optimizer state and scratch buffers exist before the memory is measured

@@ -23,8 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from _common import peak_rss_bytes, timed  # benchmarks/ is on sys.path when this runs as a script
+from _common import peak_rss_bytes, summed_cross_entropy, timed  # benchmarks/ is on sys.path when this runs as a script
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = "segmamba,umamba_bot,umamba_enc,lightm_unet,unet,swin_unetr"
@@ -32,10 +31,6 @@ CPU_SIZES = "1x1x64x64x64,1x1x96x96x96"
 CUDA_SIZES = CPU_SIZES + ",1x4x128x128x128"
 NUM_CLASSES = 4
 
-
-def _loss(out, target):
-    outs = out if isinstance(out, (list, tuple)) else [out]
-    return sum(F.cross_entropy(o, F.interpolate(target[:, None].float(), o.shape[2:]).long()[:, 0]) for o in outs)
 
 
 def build(name: str, size: tuple):
@@ -92,7 +87,7 @@ def _setup(spec: dict):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        _loss(model(x), target).backward()
+        summed_cross_entropy(model(x), target).backward()
         opt.step()
 
     return model, x, step

@@ -130,14 +130,23 @@ def measure_floors(device, reps, scale):
     return out
 
 
+def hbm_floor_ms(shape, bytes_per_s):
+    """(forward, forward+backward) memory-traffic floors in ms: the bytes that must move (fp32 u, delta, B, C read and
+    y written; the backward also reads dy and writes du, ddelta, dB, dC) at the measured copy bandwidth."""
+    b, d, l, n, g = shape
+    return (4 * (3 * b * d * l + 2 * b * g * n * l) / bytes_per_s * 1e3,
+            4 * (8 * b * d * l + 6 * b * g * n * l) / bytes_per_s * 1e3)
+
+
 def floor_ms(shape, floors):
     """(forward floor, forward+backward floor) in ms: the slowest of the exp, memory and flop bounds."""
     b, d, l, n, g = shape
     bdln = b * d * l * n
     exp_rate = max(floors["exp_per_s_16M"], floors["exp_per_s_1M"])
-    bw, flops = floors["copy_bytes_per_s"], floors["sgemm_flop_per_s"]
-    fwd = max(bdln / exp_rate, 4 * (3 * b * d * l + 2 * b * g * n * l) / bw, 9 * bdln / flops)
-    fb = max(2 * bdln / exp_rate, 4 * (8 * b * d * l + 6 * b * g * n * l) / bw, 27 * bdln / flops)
+    mem_fwd, mem_fb = (ms / 1e3 for ms in hbm_floor_ms(shape, floors["copy_bytes_per_s"]))
+    flops = floors["sgemm_flop_per_s"]
+    fwd = max(bdln / exp_rate, mem_fwd, 9 * bdln / flops)
+    fb = max(2 * bdln / exp_rate, mem_fb, 27 * bdln / flops)
     return fwd * 1e3, fb * 1e3
 
 
@@ -201,14 +210,6 @@ RATED = ("chunked", "numba")
 #: Issue #7's GPU bar: Triton forward at >= 50 % of the HBM floor at these shapes, forward+backward >= 5x faster
 #: than chunked on the same GPU, and within 1.2x of mamba_ssm's CUDA kernel where it was measured in the same run.
 GPU_BAR_HBM_SHAPES = ((1, 768, 4096, 16, 4), (4, 96, 4096, 16, 1))
-
-
-def hbm_floor_ms(shape, bytes_per_s):
-    """(forward, forward+backward) HBM-traffic floors in ms: the bytes that must move (fp32 u, delta, B, C read and
-    y written; the backward also reads dy and writes du, ddelta, dB, dC) at the measured copy bandwidth."""
-    b, d, l, n, g = shape
-    return (4 * (3 * b * d * l + 2 * b * g * n * l) / bytes_per_s * 1e3,
-            4 * (8 * b * d * l + 6 * b * g * n * l) / bytes_per_s * 1e3)
 
 
 def gpu_bar_table(rows, floors):

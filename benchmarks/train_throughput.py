@@ -25,7 +25,6 @@ import traceback
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MODELS = "mamba_unet,vm_unet,swin_unet,unet"
@@ -38,7 +37,10 @@ def uses_scan(model: torch.nn.Module) -> bool:
 
 def measure(name: str, backend: str, args, device: torch.device) -> dict:
     """Images/s and peak memory of training ``name`` with the scan ``backend`` (see the module docstring)."""
+    from _common import summed_cross_entropy, sync
+
     from mambaseg import create_model
+    from mambaseg.benchmark import count_parameters
     from mambaseg.ops import use_backend
 
     torch.manual_seed(0)
@@ -51,21 +53,14 @@ def measure(name: str, backend: str, args, device: torch.device) -> dict:
     def step():
         opt.zero_grad(set_to_none=True)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out = model(x)
-            outs = out if isinstance(out, (list, tuple)) else [out]
-            loss = sum(F.cross_entropy(o.float(), F.interpolate(target[:, None].float(), o.shape[2:]).long()[:, 0])
-                       for o in outs)
+            loss = summed_cross_entropy(model(x), target)
         loss.backward()
         opt.step()
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
 
     with use_backend(backend):
         for _ in range(args.warmup):
             step()
-        sync()
+        sync(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         seconds = []
@@ -73,12 +68,12 @@ def measure(name: str, backend: str, args, device: torch.device) -> dict:
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 step()
-            sync()
+            sync(device)
             seconds.append(time.perf_counter() - t0)
     rates = [args.batch * args.steps / s for s in seconds]
     return {"images_per_s": {"best": max(rates), "median": statistics.median(rates), "all": rates},
             "peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-            "params": sum(p.numel() for p in model.parameters()), "uses_scan": uses_scan(model)}
+            "params": count_parameters(model), "uses_scan": uses_scan(model)}
 
 
 def write_report(path: Path, data: dict) -> None:
