@@ -127,6 +127,12 @@ def main() -> None:
                 [b for b in list_backends(torch.empty(0, device=device)) if b != "reference"])
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     rows = []
+    data = {"command": shlex.join(["python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "device_name": device_name,
+            "machine": machine_info(str(ROOT)), "versions": package_versions(), "settings": vars(args), "rows": rows}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "train_throughput_" + re.sub(r"[^a-z0-9]+", "_", device_name.lower().replace("nvidia", "")).strip("_")
     for name in args.models.split(","):
         for backend in backends:
             try:
@@ -139,16 +145,10 @@ def main() -> None:
                   f"{res['images_per_s']['best']:.1f} images/s"), flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
+            write_report(out / f"{stem}.md", data)  # after every row: a run stopped by a time limit keeps its rows
+            (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
             if not res.get("uses_scan", True):
                 break  # the backend does not matter for a model without a scan: measured once
-    data = {"command": shlex.join(["python", "benchmarks/train_throughput.py", *sys.argv[1:]]),
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "device_name": device_name,
-            "machine": machine_info(str(ROOT)), "versions": package_versions(), "settings": vars(args), "rows": rows}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = "train_throughput_" + re.sub(r"[^a-z0-9]+", "_", device_name.lower().replace("nvidia", "")).strip("_")
-    write_report(out / f"{stem}.md", data)
-    (out / f"{stem}.json").write_text(json.dumps(data, indent=1))
     print(f"wrote {out / (stem + '.md')}")
 
 

@@ -107,8 +107,10 @@ CASES = {  # id -> (batch, dim, length, d_state, groups (None shared, 0 fixed), 
 
 
 @needs_interpreter
+@pytest.mark.parametrize("forward", ["two_pass", "single_pass"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_matches_reference_output_state_and_all_gradients(case):
+def test_matches_reference_output_state_and_all_gradients(case, forward):
+    """Both forward kernels; the single pass in tiles of 16 steps, so a tile ends inside, at and past a chunk."""
     batch, dim, length, d_state, groups, chunk, block_d, options = CASES[case]
     inputs = make_inputs(batch, dim, length, d_state, groups)
     for name in options.get("drop", ()):
@@ -117,7 +119,7 @@ def test_matches_reference_output_state_and_all_gradients(case):
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         got = run(selective_scan_triton, inputs, softplus, chunk_length=chunk, block_d=block_d,
-                  block_d_backward=block_d)
+                  block_d_backward=block_d, forward=forward, block_t=16)
     n_chunks = -(-length // (chunk or 16))
     assert max(saved) == max(max(t.numel() for t in inputs.values()), batch * dim * n_chunks * d_state)
     assert_matches(got, run(reference, inputs, softplus), what=case)
@@ -205,7 +207,7 @@ def test_every_kernel_compiles_for_the_gpu():
     In a subprocess, since compiling needs Triton imported in compiled mode."""
     code = ("from mambaseg.ops._triton import compile_for_gpu\n"
             "compiled = compile_for_gpu(90)\n"
-            "assert len(compiled) == 7 and all('cubin' in c.asm for c in compiled.values())\n")
+            "assert len(compiled) == 9 and all('cubin' in c.asm for c in compiled.values())\n")
     result = _python(code)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -221,10 +223,12 @@ def test_interpreter_tests_in_a_subprocess():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or INTERPRETED,
                     reason="needs a CUDA GPU and Triton in compiled mode (the compiled kernels, full grid)")
-def test_cuda_forward_backward_full_grid(monkeypatch):
-    """Compiled kernels on the GPU, many programs per axis (batch, channel blocks, chunks) vs the reference."""
+@pytest.mark.parametrize("forward", ["two_pass", "single_pass"])
+def test_cuda_forward_backward_full_grid(monkeypatch, forward):
+    """Compiled kernels on the GPU, many programs per axis (batch, channel blocks, chunks) vs the reference; the
+    single pass in tiles of 128 steps, each holding two chunks of 64, the last tile running past L = 1000."""
     monkeypatch.delenv("TRITON_INTERPRET")
     inputs = {n: t.cuda() for n, t in make_inputs(2, 64, 1000, 16, 4).items()}
     assert triton_available(inputs["u"])
-    got = run(selective_scan_triton, inputs, chunk_length=64, block_d=8)
-    assert_matches(got, run(reference, inputs), rtol=6e-4, atol=2e-3, what="cuda")
+    got = run(selective_scan_triton, inputs, chunk_length=64, block_d=8, forward=forward, block_t=128)
+    assert_matches(got, run(reference, inputs), rtol=6e-4, atol=2e-3, what=f"cuda {forward}")

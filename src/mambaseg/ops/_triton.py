@@ -68,7 +68,11 @@ if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrap
     import triton.language as tl
 
 _HELPERS = ("_affine_combine", "_softplus")
-_KERNELS = ("_fwd_chunk_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel", "_bwd_chunk_kernel")
+#: ``forward="auto"`` takes the single-pass kernel from this many channels (batch * dim) on: enough programs to
+#: fill a GPU without splitting L. A first guess, to be set from ``benchmarks/triton_tune.py`` on a GPU.
+SINGLE_PASS_MIN_CHANNELS = 512
+_KERNELS = ("_fwd_chunk_kernel", "_fwd_single_pass_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel",
+            "_bwd_chunk_kernel")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -161,6 +165,78 @@ def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     else:
         tl.store(state_ptr + state_idx, h, mask=mask_dn)
         tl.store(sumdelta_ptr + (pid_b * dim + d) * n_chunks + pid_c, dsum, mask=mask_d)
+
+
+def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
+                            last_ptr, dim, length, n_state, n_chunks, chunk_len, P, sbb, sbg, sbn, scb, scg, scn,
+                            B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_D: tl.constexpr,
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                            BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+    """The whole sequence of one channel in one program: one pass, one ``exp`` per (step, state).
+
+    The program walks L in tiles of ``BLOCK_T`` steps; in each tile the states of all ``N`` are formed at once as
+    a ``(BLOCK_N, BLOCK_T)`` tile by an associative scan along time, started from the state carried out of the
+    previous tile. Writes ``out`` ``(B, D, L)``, the last state, and, for the backward, the state entering each
+    chunk of ``chunk_len`` steps to ``state_ptr`` ``(B, D, nc, N)`` (zero-initialised: chunk 0 starts from 0).
+    Grid: (batch, dim). The two-pass kernel above needs twice the exponentials but splits L across programs;
+    this one suits many channels (SS2D packs 4 x 192 of them), the other few channels and long L (3D).
+    """
+    pid_b = tl.program_id(0)
+    d = tl.program_id(1)
+    grp = d // P
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < n_state
+    steps = tl.arange(0, BLOCK_T)
+    A2 = tl.load(A_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32) * 1.4426950408889634
+    row = (pid_b * dim + d) * length
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d).to(tl.float32)
+    if B_FIXED:
+        B_fix = tl.load(B_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+    if C_FIXED:
+        C_fix = tl.load(C_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+    if HAS_D:
+        Dv = tl.load(D_ptr + d).to(tl.float32)
+    h = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    state_base = (pid_b * dim + d) * n_chunks
+    for t0 in range(0, length, BLOCK_T):
+        offs_t = t0 + steps
+        mask_t = offs_t < length
+        dt = tl.load(delta_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt = dt + bias
+        if SOFTPLUS:
+            dt = _softplus(dt)
+        dt = tl.where(mask_t, dt, 0.0)  # decay 1, input 0 past the end: the carried state passes unchanged
+        u = tl.load(u_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        mask_nt = mask_n[:, None] & mask_t[None, :]
+        if B_FIXED:
+            Bt = B_fix
+        else:
+            Bt = tl.load(B_ptr + pid_b * sbb + grp * sbg + offs_n[:, None] * sbn + offs_t[None, :], mask=mask_nt,
+                         other=0.0).to(tl.float32)
+        if C_FIXED:
+            Ct = C_fix
+        else:
+            Ct = tl.load(C_ptr + pid_b * scb + grp * scg + offs_n[:, None] * scn + offs_t[None, :], mask=mask_nt,
+                         other=0.0).to(tl.float32)
+        a = tl.exp2(A2[:, None] * dt[None, :])
+        x = Bt * (dt * u)[None, :]
+        x = x + tl.where(steps[None, :] == 0, a * h[:, None], 0.0)
+        _, hs = tl.associative_scan((a, x), 1, _affine_combine)
+        y = tl.sum(hs * Ct, axis=0)
+        if HAS_D:
+            y = y + Dv * u
+        if HAS_Z:
+            zt = tl.load(z_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+            y = y * zt * tl.sigmoid(zt)
+        tl.store(out_ptr + row + offs_t, y, mask=mask_t)
+        # the state after the last step of chunk c enters chunk c + 1
+        chunk_end = (offs_t % chunk_len == chunk_len - 1) & (offs_t + 1 < length)
+        tl.store(state_ptr + (state_base + (offs_t + 1) // chunk_len)[None, :] * n_state + offs_n[:, None], hs,
+                 mask=mask_n[:, None] & chunk_end[None, :])
+        h = tl.sum(tl.where(steps[None, :] == BLOCK_T - 1, hs, 0.0), axis=1)
+    tl.store(last_ptr + (pid_b * dim + d) * n_state + offs_n, h, mask=mask_n)
 
 
 def _chunk_combine_kernel(local_ptr, sumdelta_ptr, A_ptr, init_ptr, out_ptr, dim, n_state, n_chunks,
@@ -447,7 +523,8 @@ def _bc_layout(t: torch.Tensor) -> tuple[bool, int, int, int, int]:
 class _Launch:
     """Grid and flags shared by the forward and the backward of one call."""
 
-    def __init__(self, u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward):
+    def __init__(self, u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward, forward,
+                 block_t, num_warps, num_warps_backward):
         batch, self.dim, self.length = u.shape
         self.batch, self.n_state = batch, A.shape[1]
         self.B_fixed, g_b, *self.b_strides = _bc_layout(B)
@@ -466,6 +543,16 @@ class _Launch:
         self.flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                           SOFTPLUS=softplus)
         self.kernels = _kernels(triton_mode() == "interpret")
+        if forward == "auto":
+            forward = "single_pass" if batch * self.dim >= SINGLE_PASS_MIN_CHANNELS else "two_pass"
+        if forward not in ("single_pass", "two_pass"):
+            raise ValueError(f"selective_scan_triton: forward must be 'auto', 'single_pass' or 'two_pass', got "
+                             f"{forward!r}")
+        if block_t & (block_t - 1):
+            raise ValueError(f"selective_scan_triton: block_t must be a power of two, got {block_t}")
+        self.forward = forward
+        self.block_t = min(block_t, max(16, triton_next_power_of_2(self.length)))
+        self.num_warps, self.num_warps_backward = num_warps, num_warps_backward
 
     def grid(self, n_chunks: int, n_pblocks: Optional[int] = None) -> tuple[int, int, int]:
         return (self.batch, self.groups * (n_pblocks or self.n_pblocks), n_chunks)
@@ -487,8 +574,8 @@ class _TritonScanFn(torch.autograd.Function):
     """``(out, last_state)`` of the selective scan; all inputs contiguous, in their own dtypes."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward):
-        launch = _Launch(u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward)
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, options):
+        launch = _Launch(u, A, B, C, D, z, delta_bias, softplus, **options)
         k, f32 = launch.kernels, dict(dtype=torch.float32, device=u.device)
         # chunk end states (pass 1), then chunk start states; zeros are the start state when there is one chunk
         states = torch.zeros(launch.batch, launch.dim, launch.n_chunks, launch.n_state, **f32)
@@ -500,12 +587,19 @@ class _TritonScanFn(torch.autograd.Function):
         args = (u, delta, A, B, C, _placeholder(D, u), _placeholder(z, u), _placeholder(delta_bias, u))
         consts = dict(B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, BLOCK_D=launch.block_d,
                       BLOCK_N=launch.block_n, **launch.flags)
-        if launch.n_chunks > 1:  # pass 1: end state of every chunk but the last from a zero start
-            k._fwd_chunk_kernel[launch.grid(launch.n_chunks - 1)](*args, out, states, sumdelta, last, *common,
-                                                                  OUTPUT=False, **consts)
-            states = launch.combine(states, sumdelta, A, None, reverse=False)
-        k._fwd_chunk_kernel[launch.grid(launch.n_chunks)](*args, out, states, sumdelta, last, *common,
-                                                          OUTPUT=True, **consts)
+        if launch.forward == "single_pass":
+            k._fwd_single_pass_kernel[(launch.batch, launch.dim)](
+                *args, out, states, last, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T,
+                launch.P, *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed,
+                BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, num_warps=launch.num_warps, **launch.flags)
+        else:
+            if launch.n_chunks > 1:  # pass 1: end state of every chunk but the last from a zero start
+                k._fwd_chunk_kernel[launch.grid(launch.n_chunks - 1)](*args, out, states, sumdelta, last, *common,
+                                                                      OUTPUT=False, num_warps=launch.num_warps,
+                                                                      **consts)
+                states = launch.combine(states, sumdelta, A, None, reverse=False)
+            k._fwd_chunk_kernel[launch.grid(launch.n_chunks)](*args, out, states, sumdelta, last, *common,
+                                                              OUTPUT=True, num_warps=launch.num_warps, **consts)
         ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
         ctx.launch = launch
         return out, last
@@ -538,17 +632,19 @@ class _TritonScanFn(torch.autograd.Function):
             u, delta, A, B, C, Dp, zp, biasp, dout, starts, carries.contiguous(), du, ddelta, dA, dB, dC, dD,
             _placeholder(dz, du), dbias, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.P,
             launch.bwd_n_pblocks, *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed,
-            C_FIXED=launch.C_fixed, BLOCK_D=launch.bwd_block_d, BLOCK_T=launch.T, num_warps=4, **launch.flags)
+            C_FIXED=launch.C_fixed, BLOCK_D=launch.bwd_block_d, BLOCK_T=launch.T, num_warps=launch.num_warps_backward,
+            **launch.flags)
         return (du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 dD.to(D.dtype) if D is not None else None, dz,
-                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None, None, None)
+                dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
 
 
 def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
                           D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
                           delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
                           return_last_state: bool = False, chunk_length: Optional[int] = None, block_d: int = 16,
-                          block_d_backward: int = 8):
+                          block_d_backward: int = 8, forward: str = "auto", block_t: int = 128,
+                          num_warps: int = 4, num_warps_backward: int = 4):
     """Fused selective scan (arguments and shapes as :func:`mambaseg.ops.selective_scan`).
 
     Args:
@@ -558,6 +654,12 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
         block_d_backward: channels per program of the backward's gradient kernel, whose tiles are
             ``(block_d_backward, chunk_length)``: 8 x 64 compiles for sm_90 without register spills at 4 warps
             (181 registers; 16 x 64 spills).
+        forward: ``"single_pass"`` (one program per channel walks all of L, one exponential per (step, state)),
+            ``"two_pass"`` (L split across programs; each chunk is scanned twice) or ``"auto"``: single pass when
+            ``batch * dim >= SINGLE_PASS_MIN_CHANNELS``.
+        block_t: steps per tile of the single-pass kernel (a power of two).
+        num_warps, num_warps_backward: warps per program of the forward kernels and of the backward's gradient
+            kernel.
 
     Returns:
         ``out: (batch, dim, L)`` in the dtype of ``u``, and ``last_state: (batch, dim, N)`` (fp32) if asked.
@@ -568,7 +670,9 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                            "it needs the triton package and CUDA tensors, or for CPU tensors Triton's interpreter, "
                            "TRITON_INTERPRET=1 set before triton is first imported in the process")
     tensors = [t.contiguous() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
-    out, last = _TritonScanFn.apply(*tensors, bool(delta_softplus), chunk_length, block_d, block_d_backward)
+    options = dict(chunk_length=chunk_length, block_d=block_d, block_d_backward=block_d_backward, forward=forward,
+                   block_t=block_t, num_warps=num_warps, num_warps_backward=num_warps_backward)
+    out, last = _TritonScanFn.apply(*tensors, bool(delta_softplus), options)
     return (out, last) if return_last_state else out
 
 
@@ -606,6 +710,10 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
                                                                    **tiles, **on)),
         "fwd_states_fixed_C": (k._fwd_chunk_kernel, "fp32", dict(OUTPUT=False, B_FIXED=False, C_FIXED=True,
                                                                  **tiles, **off)),
+        "fwd_single_pass": (k._fwd_single_pass_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=False, BLOCK_N=16,
+                                                                     BLOCK_T=128, **on)),
+        "fwd_single_pass_fixed": (k._fwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True, BLOCK_N=16,
+                                                                          BLOCK_T=128, **off)),
         "combine_reverse": (k._chunk_combine_kernel, "fp32", dict(REVERSE=True, HAS_INIT=True, **tiles)),
         "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, **tiles)),
         "bwd_carry": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=False, HAS_Z=True, HAS_BIAS=True,
