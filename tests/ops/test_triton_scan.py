@@ -74,11 +74,11 @@ def run(fn, inputs, softplus=True, **kwargs):
     out, last = fn(*(leaves[n] for n in NAMES[:5]), D=leaves.get("D"), z=leaves.get("z"),
                    delta_bias=leaves.get("delta_bias"), delta_softplus=softplus, return_last_state=True, **kwargs)
     gen = torch.Generator().manual_seed(1)
-    g_out, g_last = (torch.randn(t.shape, generator=gen).to(t.dtype) for t in (out, last))
+    g_out, g_last = (torch.randn(t.shape, generator=gen).to(t.device, t.dtype) for t in (out, last))
     torch.autograd.backward([out, last], [g_out, g_last])
     res = {"out": out.detach(), "last": last.detach()}
     res.update({n: t.grad for n, t in leaves.items()})
-    return res
+    return {n: t.cpu() for n, t in res.items()}
 
 
 def reference(*args, **kwargs):

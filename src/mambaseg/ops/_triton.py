@@ -470,6 +470,7 @@ def _kernels(interpret: bool) -> types.SimpleNamespace:
         fn = globals()[name]
         copy = types.FunctionType(fn.__code__, namespace, name, fn.__defaults__, fn.__closure__)
         copy.__doc__, copy.__module__, copy.__qualname__ = fn.__doc__, fn.__module__, fn.__qualname__
+        copy.__annotations__ = dict(fn.__annotations__)  # the JIT finds its tl.constexpr parameters here
         namespace[name] = wrap(copy)
     return types.SimpleNamespace(**{name: namespace[name] for name in _KERNELS})
 
@@ -726,6 +727,10 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
     target = GPUTarget("cuda", capability, 32)
     compiled = {}
     for name, (kernel, dtype, constexprs) in variants.items():
+        jit_constexprs = {p.name for p in kernel.params if p.is_constexpr}
+        if jit_constexprs != set(constexprs):  # what a launch on a GPU compiles as constant must be these
+            raise RuntimeError(f"compile_for_gpu: {name}: the JIT sees constexpr parameters {sorted(jit_constexprs)}, "
+                               f"the variant sets {sorted(constexprs)}")
         names = kernel.arg_names
         signature = {n: "i32" for n in names}
         signature.update({n: f"*{'fp32' if n in _FP32_BUFFERS else dtype}" for n in names if n.endswith("_ptr")})
