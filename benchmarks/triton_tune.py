@@ -242,9 +242,18 @@ def bar_rows(shape_results, copy_bytes_per_s):
                      "fwdbwd_options": best_fb["options"], "chunked_fwdbwd_ms": chunked,
                      "speedup_vs_chunked": chunked / best_fb["ms"] if chunked else None,
                      "mamba_ssm_fwdbwd_ms": mamba, "mamba_ssm_fwd_ms": r["others"].get("mamba_ssm", {}).get("fwd_ms"),
+                     "mamba_ssm_fwd_fraction_of_hbm_floor": (floor / r["others"]["mamba_ssm"]["fwd_ms"]
+                                                             if r["others"].get("mamba_ssm", {}).get("fwd_ms")
+                                                             else None),
                      "triton_over_mamba_ssm": best_fb["ms"] / mamba if mamba else None,
                      "bar": "PASS" if not failed else "FAIL (" + ", ".join(failed) + ")"})
     return rows
+
+
+def one_line(error: str) -> str:
+    """An error message fit for a table cell: its first line and its last (Triton puts the cause last)."""
+    lines = [line.strip() for line in error.splitlines() if line.strip()]
+    return " ... ".join(dict.fromkeys([lines[0], lines[-1]])).replace("|", "/") if lines else ""
 
 
 def report(data) -> str:
@@ -255,16 +264,22 @@ def report(data) -> str:
              f"{data['versions'].get('triton')}. Device time from CUDA-graph replays (median of {data['rounds']} "
              f"rounds of {data['reps']} replays; inputs rotate over copies larger than the L2). Measured copy "
              f"bandwidth {data['copy_bytes_per_s'] / 1e9:.0f} GB/s (read + write), used for the HBM floor.", "",
+             *([f"mamba_ssm's timings come from `{data['others_from']['file']}` ({data['others_from']['date']}, "
+                f"another run on an {data['gpu']}): `chunked`, timed in both runs, agrees within "
+                f"{data['others_from']['chunked_max_deviation'] * 100:.1f} % at every shape.", ""]
+               if data.get("others_from") else []),
              "## Bar (best settings per shape)", "",
              md(["shape (B, D, L, N, G)", "fwd us", "HBM floor us", "fwd % of floor", "fwd settings",
                  "fwd+bwd us", "fwd+bwd settings", "chunked fwd+bwd us", "speed-up", "mamba_ssm fwd / fwd+bwd us",
-                 "triton / mamba_ssm", "bar"]), "|---" * 12 + "|"]
+                 "mamba_ssm fwd % of floor", "triton / mamba_ssm (fwd+bwd)", "bar"]), "|---" * 13 + "|"]
     for r in data["bar"]:
         lines.append(md([tuple(r["shape"]), us(r["fwd_ms"]), us(r["hbm_floor_fwd_ms"]),
                          f"{100 * r['fwd_fraction_of_hbm_floor']:.0f}", describe(r["fwd_options"]), us(r["fwdbwd_ms"]),
                          describe(r["fwdbwd_options"]), us(r["chunked_fwdbwd_ms"]),
                          "-" if r["speedup_vs_chunked"] is None else f"{r['speedup_vs_chunked']:.1f}x",
                          f"{us(r['mamba_ssm_fwd_ms'])} / {us(r['mamba_ssm_fwdbwd_ms'])}",
+                         "-" if r.get("mamba_ssm_fwd_fraction_of_hbm_floor") is None else
+                         f"{100 * r['mamba_ssm_fwd_fraction_of_hbm_floor']:.0f}",
                          "-" if r["triton_over_mamba_ssm"] is None else f"{r['triton_over_mamba_ssm']:.2f}",
                          r["bar"]]))
     lines += ["", "The HBM-fraction part of the bar applies to " + ", ".join(map(str, GPU_BAR_HBM_SHAPES)) + ".",
@@ -276,12 +291,30 @@ def report(data) -> str:
             for c in sorted(r[kind], key=lambda c: c.get("ms", math.inf)):
                 lines.append(md([kind, describe(c["options"]), us(c.get("ms")),
                                  f"{c['max_error_vs_chunked']:.1e}" if "max_error_vs_chunked" in c else "-",
-                                 c.get("timing") or c.get("error", "")]))
+                                 c.get("timing") or one_line(c.get("error", ""))]))
         for name, o in r["others"].items():
             lines.append(md([name + " (defaults)", "fwd / fwd+bwd", f"{us(o.get('fwd_ms'))} / {us(o.get('fwdbwd_ms'))}",
-                             "-", ", ".join(o.get("timing", [])) or o.get("error", "")]))
+                             "-", ", ".join(o.get("timing", [])) or one_line(o.get("error", ""))]))
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def merge_others(data: dict, other_path: Path) -> None:
+    """Adds another run's mamba_ssm timings to ``data`` (shapes matched), records where they came from and how far
+    the ``chunked`` timings of the two runs differ (the check that the runs are comparable), recomputes the bar."""
+    other = json.loads(other_path.read_text())
+    theirs = {tuple(r["shape"]): r["others"] for r in other["shapes"]}
+    deviation = 0.0
+    for r in data["shapes"]:
+        o = theirs.get(tuple(r["shape"]), {})
+        if "mamba_ssm" in o and "fwd_ms" not in r["others"].get("mamba_ssm", {}):
+            r["others"]["mamba_ssm"] = {**o["mamba_ssm"], "from": str(other_path)}
+        mine, ref = r["others"].get("chunked", {}), o.get("chunked", {})
+        for key in ("fwd_ms", "fwdbwd_ms"):
+            if key in mine and key in ref:
+                deviation = max(deviation, abs(mine[key] / ref[key] - 1))
+    data["others_from"] = {"file": str(other_path), "date": other["date"], "chunked_max_deviation": deviation}
+    data["bar"] = bar_rows(data["shapes"], data["copy_bytes_per_s"])
 
 
 def copy_bandwidth(device) -> float:
@@ -308,7 +341,18 @@ def main():
     p.add_argument("--rounds", type=int, default=5, help="rounds; the median is reported (default 5)")
     p.add_argument("--quick", action="store_true", help="tiny shapes and few settings: a check of the script")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    p.add_argument("--report-only", metavar="JSON", default=None, help="rewrite the .md of an earlier run's .json")
+    p.add_argument("--others-from", metavar="JSON", default=None,
+                   help="with --report-only: take mamba_ssm's timings from another run's .json where this one has none")
     args = p.parse_args()
+    if args.report_only:
+        path = Path(args.report_only)
+        data = json.loads(path.read_text())
+        if args.others_from:
+            merge_others(data, Path(args.others_from))
+            path.write_text(json.dumps(data, indent=1))
+        path.with_suffix(".md").write_text(report(data))
+        return
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type != "cuda" and not args.quick:
         raise SystemExit("triton_tune.py needs a CUDA GPU (or --quick with TRITON_INTERPRET=1 to check the script)")

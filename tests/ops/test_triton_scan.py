@@ -143,8 +143,9 @@ def test_strong_decay_is_exact_and_finite():
 
 
 @needs_interpreter
+@pytest.mark.parametrize("forward", ["two_pass", "single_pass"])
 @pytest.mark.parametrize("K", [4, 3])
-def test_packed_directions_in_one_launch(K, monkeypatch):
+def test_packed_directions_in_one_launch(K, forward, monkeypatch):
     """K scan directions stacked along channels with B/C grouped by direction (VMamba SS2D: K = 4; SegMamba: 3):
     one launch per kernel, and each direction equals the reference run on that direction alone."""
     per_dir = 2
@@ -154,12 +155,14 @@ def test_packed_directions_in_one_launch(K, monkeypatch):
     original = kernel_type.__getitem__
     monkeypatch.setattr(kernel_type, "__getitem__",
                         lambda self, grid: launches.append((self.fn.__name__, grid)) or original(self, grid))
-    got = run(selective_scan_triton, inputs, chunk_length=16)
+    got = run(selective_scan_triton, inputs, chunk_length=16, forward=forward)
     per_chunk = [(name, grid) for name, grid in launches if name != "_chunk_combine_kernel"]
-    # forward passes 1 and 2, backward carry pass and gradient pass: each one launch over all K directions
-    expected = ["_fwd_chunk_kernel", "_fwd_chunk_kernel", "_bwd_chunk_carry_kernel", "_bwd_chunk_kernel"]
-    assert [name for name, _ in per_chunk] == expected
-    assert all(grid[1] == K for _, grid in per_chunk)
+    # the forward (two passes, or one), the backward's carry pass and gradient pass: each one launch over all K
+    # directions (channel blocks of one direction each, or for the single pass one program per channel)
+    forward_kernels = (["_fwd_chunk_kernel", "_fwd_chunk_kernel"] if forward == "two_pass" else
+                       ["_fwd_single_pass_kernel"])
+    assert [name for name, _ in per_chunk] == forward_kernels + ["_bwd_chunk_carry_kernel", "_bwd_chunk_kernel"]
+    assert all(grid[1] == (K * per_dir if name == "_fwd_single_pass_kernel" else K) for name, grid in per_chunk)
     assert_matches(got, run(reference, inputs), what=f"K={K}")
     for k in range(K):  # direction k alone: channels k*per_dir ... with group k of B/C
         rows = slice(k * per_dir, (k + 1) * per_dir)
@@ -167,6 +170,26 @@ def test_packed_directions_in_one_launch(K, monkeypatch):
                           inputs["C"][:, k], D=inputs["D"][rows], z=inputs["z"][:, rows],
                           delta_bias=inputs["delta_bias"][rows], delta_softplus=True)
         torch.testing.assert_close(got["out"][:, rows], alone, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((1, 48, 32768, 16, 1), ("two_pass", 2, 4)),  # 3D: few channels, long L (H200: two-pass 2x faster)
+    ((1, 96, 4096, 16, 1), ("single_pass", 4, 4)),
+    ((1, 192, 1024, 16, 1), ("single_pass", 4, 4)),
+    ((1, 768, 4096, 16, 4), ("single_pass", 2, 2)),  # SS2D packed
+    ((16, 96, 4096, 16, 1), ("single_pass", 2, 2)),
+])
+def test_default_launch_settings_follow_the_gpu_sweep(shape, expected):
+    """The defaults reproduce the fastest settings of benchmarks/results/triton_tune_h200.md (or within 5 %)."""
+    from mambaseg.ops._triton import _Launch
+
+    b, d, length, n, g = shape
+    u, A = torch.empty(b, d, length), torch.empty(d, n)
+    B = torch.empty(b, n, length) if g == 1 else torch.empty(b, g, n, length)
+    launch = _Launch(u, A, B, B, None, None, None, True, chunk_length=None, block_d=16, block_d_backward=8,
+                     forward="auto", block_t=None, num_warps=None, num_warps_backward=None)
+    assert (launch.forward, launch.num_warps, launch.num_warps_backward) == expected
+    assert launch.block_t == (128 if b * d >= 384 else 256) and launch.T == 64
 
 
 @needs_interpreter

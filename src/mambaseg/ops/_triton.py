@@ -10,7 +10,11 @@ Structure (the two-level scheme of mamba_ssm's CUDA kernel and of :mod:`._chunke
 sequence with few channels (3D volumes) still fills the GPU. A channel block never straddles two B/C groups, so
 a program reads one B/C row per step and reduces dB/dC over its channels before one atomic add.
 
-Forward:
+Forward, single pass (the default unless ``L > 64 * batch * dim``): ``_fwd_single_pass_kernel``, one program per
+(batch, channel), walks L in tiles; in a tile the ``(N, BLOCK_T)`` states come from one associative scan along time
+started from the carried state. One exponential per (step, state); it also writes the state entering every chunk of
+``T`` steps, which is what the backward needs.
+Forward, two passes (few channels, long L, e.g. 3D volumes, where one program per channel leaves the GPU idle):
     1. ``_fwd_chunk_kernel`` (pass 1): each chunk but the last scans from a zero state with the state
        ``(BLOCK_D, N)`` in registers and writes its end state and ``sum(delta)`` (the chunk decay is
        ``exp(A * sum(delta))``);
@@ -48,8 +52,9 @@ compiler according to how Triton itself was set up when first imported (``TRITON
 Triton's own standard library, so the mode is fixed per process; see :func:`triton_mode`).
 :func:`compile_for_gpu` builds every kernel for a GPU architecture without a GPU (a CI check).
 
-Written from the mamba_ssm semantics; no code is taken from other Triton scans. Not yet timed on a GPU: block
-sizes (``block_d``, the chunk length, 4 warps) are first guesses to tune with ``benchmarks/scan.py``.
+Written from the mamba_ssm semantics; no code is taken from other Triton scans. Launch defaults come from an H200
+sweep (``benchmarks/triton_tune.py``, results/triton_tune_h200.md): there the forward matched mamba_ssm's CUDA kernel
+(2x faster at D=48, L=32768) and the backward was 1.7-2.7x slower than mamba_ssm's (0.9x at that 3D shape).
 """
 
 from __future__ import annotations
@@ -68,9 +73,15 @@ if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrap
     import triton.language as tl
 
 _HELPERS = ("_affine_combine", "_softplus")
-#: ``forward="auto"`` takes the single-pass kernel from this many channels (batch * dim) on: enough programs to
-#: fill a GPU without splitting L. A first guess, to be set from ``benchmarks/triton_tune.py`` on a GPU.
-SINGLE_PASS_MIN_CHANNELS = 512
+#: Launch defaults, from ``benchmarks/triton_tune.py`` on an H200 (results/triton_tune_h200.md, 2026-12-04):
+#: ``forward="auto"`` takes the two-pass kernel only when L exceeds this many steps per channel (batch * dim): a
+#: single-pass program walks all of L, so few channels with a long L leave the GPU idle. Measured: (1, 48, 32768)
+#: two-pass 172 us vs single 348 us; (1, 96, 4096) single 47 us vs two-pass 64 us; single wins by 1.4-2.9x at
+#: every other shape.
+TWO_PASS_MIN_STEPS_PER_CHANNEL = 64
+#: From this many channels (batch * dim) on, 2 warps per program (and single-pass tiles of 128 steps) were fastest;
+#: below it 4 warps (tiles of 256). Best or within 5 % of the best at every measured shape.
+MANY_CHANNELS = 384
 _KERNELS = ("_fwd_chunk_kernel", "_fwd_single_pass_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel",
             "_bwd_chunk_kernel")
 
@@ -544,8 +555,13 @@ class _Launch:
         self.flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                           SOFTPLUS=softplus)
         self.kernels = _kernels(triton_mode() == "interpret")
+        channels = batch * self.dim
+        many = channels >= MANY_CHANNELS
         if forward == "auto":
-            forward = "single_pass" if batch * self.dim >= SINGLE_PASS_MIN_CHANNELS else "two_pass"
+            forward = "two_pass" if self.length > TWO_PASS_MIN_STEPS_PER_CHANNEL * channels else "single_pass"
+        block_t = block_t or (128 if many else 256)
+        num_warps = num_warps or (2 if many or forward == "two_pass" else 4)
+        num_warps_backward = num_warps_backward or (2 if many else 4)
         if forward not in ("single_pass", "two_pass"):
             raise ValueError(f"selective_scan_triton: forward must be 'auto', 'single_pass' or 'two_pass', got "
                              f"{forward!r}")
@@ -644,8 +660,8 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           D: Optional[torch.Tensor] = None, z: Optional[torch.Tensor] = None,
                           delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
                           return_last_state: bool = False, chunk_length: Optional[int] = None, block_d: int = 16,
-                          block_d_backward: int = 8, forward: str = "auto", block_t: int = 128,
-                          num_warps: int = 4, num_warps_backward: int = 4):
+                          block_d_backward: int = 8, forward: str = "auto", block_t: Optional[int] = None,
+                          num_warps: Optional[int] = None, num_warps_backward: Optional[int] = None):
     """Fused selective scan (arguments and shapes as :func:`mambaseg.ops.selective_scan`).
 
     Args:
@@ -656,11 +672,13 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
             ``(block_d_backward, chunk_length)``: 8 x 64 compiles for sm_90 without register spills at 4 warps
             (181 registers; 16 x 64 spills).
         forward: ``"single_pass"`` (one program per channel walks all of L, one exponential per (step, state)),
-            ``"two_pass"`` (L split across programs; each chunk is scanned twice) or ``"auto"``: single pass when
-            ``batch * dim >= SINGLE_PASS_MIN_CHANNELS``.
-        block_t: steps per tile of the single-pass kernel (a power of two).
+            ``"two_pass"`` (L split across programs; each chunk is scanned twice) or ``"auto"``: two-pass when
+            ``L > TWO_PASS_MIN_STEPS_PER_CHANNEL * batch * dim`` (3D: few channels, long L), else single-pass.
+        block_t: steps per tile of the single-pass kernel (a power of two); default 128 from ``MANY_CHANNELS``
+            channels (batch * dim) on, else 256.
         num_warps, num_warps_backward: warps per program of the forward kernels and of the backward's gradient
-            kernel.
+            kernel; default 2 from ``MANY_CHANNELS`` channels on (and for the two-pass forward), else 4.
+        The defaults are the fastest settings of an H200 sweep (``benchmarks/triton_tune.py``).
 
     Returns:
         ``out: (batch, dim, L)`` in the dtype of ``u``, and ``last_state: (batch, dim, N)`` (fp32) if asked.
