@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issues #7 (Triton scan), #2 (chunked on CUDA) and #6 (3D growth at 1x4x128^3), as one prepared
-# run for a session that is lent a GPU machine (15 minutes of device time in all, start-up included).
+# run for a session that is lent a GPU machine (15 minutes of device time in all, start-up included). On an H200
+# (2026-12-04) the parts took: tests 60 s, models3d about 25 s per case, mamba_ssm's build 130-170 s (in the
+# background), the sweep about 30 s per shape, throughput 30 s, scan 46 s: about 8.5 minutes with the start.
 #
 # Here, once (the device machine cannot reach PyPI; SegMamba's decoder needs MONAI, which it lacks; mamba_ssm's
 # source release is built there for the comparison of issue #7):
@@ -46,19 +48,19 @@ if ls .whl/mamba_ssm-*.tar.gz >/dev/null 2>&1; then
       --jobs 10 > "$W/mamba_ssm_build.log" 2>&1; echo $? > $MSS.rc) &
 fi
 # 1. correctness on the GPU: the M1 grid for chunked and triton on CUDA, and the Triton file's own GPU tests
-part 60 tests python3 -m pytest -q -p no:cacheprovider tests/ops/test_selective_scan.py tests/ops/test_triton_scan.py \
+part 90 tests python3 -m pytest -q -p no:cacheprovider tests/ops/test_selective_scan.py tests/ops/test_triton_scan.py \
     -k "cuda" >> "$W/tests.log" 2>&1
 # 2. 3D growth on the GPU: SegMamba and the U-Net from 1x4x64^3 to 1x4x128^3 (the bar of issue #6)
-part 55 models3d python3 benchmarks/models3d.py --devices cuda --models segmamba,unet \
-    --sizes 1x4x64x64x64,1x4x128x128x128 --reps 3 --timeout 30 --out "$W"
+part 110 models3d python3 benchmarks/models3d.py --devices cuda --models segmamba,unet \
+    --sizes 1x4x64x64x64,1x4x128x128x128 --reps 3 --timeout 40 --out "$W"
 # mamba_ssm joins the scan benchmarks if its build is done (waiting at most 20 s more)
 for _ in $(seq 20); do [ -f $MSS.rc ] && break; sleep 1; done
 if [ "$(cat $MSS.rc 2>/dev/null)" = 0 ]; then export PYTHONPATH="$PYTHONPATH:$MSS/pkg:$MSS/build"; fi
 echo "== mamba_ssm build: $(cat $MSS.rc 2>/dev/null || echo 'not finished')" | tee -a "$W/tests.log"
 # 3. the Triton settings sweep and issue #7's bar on device time (CUDA graphs), with chunked and mamba_ssm beside
-part 170 tune python3 benchmarks/triton_tune.py --out "$W"
+part 150 tune python3 benchmarks/triton_tune.py --out "$W"
 # 4. end-to-end training throughput, batch 24, 224x224, bf16 autocast (chunked at batch 24 takes minutes: left out)
-part 60 throughput python3 benchmarks/train_throughput.py --backends triton,mamba_ssm --warmup 2 --steps 5 \
+part 70 throughput python3 benchmarks/train_throughput.py --backends triton,mamba_ssm --warmup 2 --steps 5 \
     --repeats 3 --out "$W"
 # 5. the scan benchmark on CUDA (eager timings and memory): loop at L <= 1024, chunked, triton, mamba_ssm
 part 60 scan python3 benchmarks/scan.py --device cuda --reps 5 --skip-loop-above 1024 --max-wait 1 --out "$W"

@@ -258,7 +258,10 @@ def write_report(path: Path, data: dict) -> None:
                       "| model | params | GFLOPs | scan % of FLOPs | forward ms | train step ms | peak train MB | "
                       "saved for backward MB |", "|---|---|---|---|---|---|---|---|"]
             for row in run["rows"]:
-                r = row["results"].get(label, {})
+                r = row["results"].get(label)
+                if r is None:  # a report written while the run goes on
+                    lines.append(f"| {row['model']} | not measured (yet) | | | | | | |")
+                    continue
                 if "error" in r:
                     lines.append(f"| {row['model']} | error: {r['error'][:100]} | | | | | | |")
                     continue
@@ -336,14 +339,31 @@ def main() -> None:
     names = args.models.split(",")
     earlier = _earlier_results(args.reuse)
     runs = []
+    data = {"command": shlex.join(["python", "benchmarks/models3d.py", *sys.argv[1:]]),
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "machine": machine_info(str(ROOT)), "versions": package_versions(), "threads": torch.get_num_threads(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "reps": args.reps,
+            "runs": runs, "reused_from": args.reuse}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save(partial_run=None):
+        """Writes the report so far: a run stopped by a time limit keeps every case it finished."""
+        shown = runs + ([partial_run] if partial_run else [])
+        for r in shown:
+            r["growth"] = growth(r)
+        write_report(out / "models3d.md", {**data, "runs": shown})
+        (out / "models3d.json").write_text(json.dumps({**data, "runs": shown}, indent=1))
     for device in devices:
         spec = args.sizes or (CUDA_SIZES if device == "cuda" else CPU_SIZES)
         sizes = [tuple(int(v) for v in s.split("x")) for s in spec.split(",")]
         if any(len(s) != 5 for s in sizes):
             parser.error(f"--sizes: each size is BxCxDxHxW, got {spec}")
         rows = []
+        run = {"device": device, "sizes": [list(s) for s in sizes], "rows": rows}
         for name in names:
             row = {"model": name, "results": {}}
+            rows.append(row)
             for size in sizes:
                 label = "x".join(map(str, size))
                 res = earlier.get((device, name, label))
@@ -358,19 +378,9 @@ def main() -> None:
                 shown = res.get("error") or (f"train {res['train_ms']['min']:.0f} ms, fwd {res['fwd_ms']['min']:.0f} "
                                              f"ms, peak {res['peak_train_mb'] or 0:.0f} MB {res.get('memory_error', '')}")
                 print(f"{device:4s} {name:14s} {label:18s} {shown}", flush=True)
-            rows.append(row)
-        run = {"device": device, "sizes": [list(s) for s in sizes], "rows": rows}
-        run["growth"] = growth(run)
+                save(run)
         runs.append(run)
-    data = {"command": shlex.join(["python", "benchmarks/models3d.py", *sys.argv[1:]]),
-            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-            "machine": machine_info(str(ROOT)), "versions": package_versions(), "threads": torch.get_num_threads(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "reps": args.reps,
-            "runs": runs, "reused_from": args.reuse}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_report(out / "models3d.md", data)
-    (out / "models3d.json").write_text(json.dumps(data, indent=1))
+    save()
     print(f"wrote {out / 'models3d.md'}")
 
 

@@ -53,13 +53,15 @@ from mambaseg.ops._triton import selective_scan_triton  # noqa: E402
 
 #: bar shapes first: a run cut short by its time limit still has what issue #7 rates
 ORDER = [3, 2, 6, 0, 5, 1, 4]
-TWO_PASS = [dict(forward="two_pass", block_d=bd, chunk_length=t, num_warps=w)
-            for bd, t, w in itertools.product((8, 16, 32), (64, 128, 256), (2, 4))]
-SINGLE_PASS = [dict(forward="single_pass", block_t=bt, num_warps=w) for bt, w in itertools.product((64, 128, 256),
+#: The neighbourhood of the H200 optimum of the first full sweep (2026-12-04; wider grids there: block_d 8-32,
+#: chunk 64-256, warps 2-8, block_t 64-256, block_d_backward 4-16, results/triton_tune_h200.md)
+TWO_PASS = ([dict(forward="two_pass", block_d=bd, chunk_length=t, num_warps=2)
+             for bd, t in itertools.product((16, 32), (64, 128))]
+            + [dict(forward="two_pass", block_d=16, chunk_length=64, num_warps=4)])
+SINGLE_PASS = [dict(forward="single_pass", block_t=bt, num_warps=w) for bt, w in itertools.product((128, 256),
                                                                                                    (2, 4, 8))]
-BACKWARD = ([dict(block_d_backward=bd, chunk_length=t, num_warps_backward=4)
-             for bd, t in itertools.product((4, 8, 16), (32, 64, 128))]
-            + [dict(block_d_backward=8, chunk_length=64, num_warps_backward=w) for w in (2, 8)])
+BACKWARD = [dict(block_d_backward=bd, chunk_length=t, num_warps_backward=w)
+            for bd, t, w in ((8, 64, 2), (8, 64, 4), (16, 64, 2), (4, 128, 2), (8, 128, 2), (8, 32, 2))]
 QUICK_SHAPES = [(1, 8, 40, 4, 1), (1, 8, 40, 4, 2)]
 L2_ROTATE_BYTES = 512 * 2**20  # several times the L2 of current GPUs (H100/H200: 50-60 MB)
 
@@ -214,7 +216,36 @@ def sweep_shape(shape, timer, device, settings, log):
             default[name] = {"error": f"{type(exc).__name__}: {exc}"[:300]}
             log(f"  {name:9s} FAILED {type(exc).__name__}: {str(exc)[:120]}")
     res["others"] = default
+    res["profile_us_per_call"] = kernel_profile(call("triton"), fb_copies[0], device, log)
     return res
+
+
+def kernel_profile(fn, pair, device, log, calls=5) -> dict:
+    """Device time per call (us) of each kernel in ``calls`` forward+backward runs of ``fn`` (torch.profiler):
+    which kernel of the scan the time goes to. Empty off CUDA or when the profiler fails."""
+    if device.type != "cuda":
+        return {}
+    from torch.profiler import ProfilerActivity, profile
+
+    step = forward_backward(fn)
+    step(pair)
+    torch.cuda.synchronize()
+    try:
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(calls):
+                step(pair)
+            torch.cuda.synchronize()
+    except Exception as exc:
+        log(f"  profile failed: {type(exc).__name__}: {exc}")
+        return {}
+    per_call = {}
+    for evt in prof.key_averages():
+        us = getattr(evt, "device_time_total", None) or getattr(evt, "cuda_time_total", 0)
+        if us:
+            per_call[evt.key[:80]] = us / calls
+    top = dict(sorted(per_call.items(), key=lambda kv: -kv[1])[:12])
+    log("  profile (package defaults, us per fwd+bwd): " + ", ".join(f"{k} {v:.1f}" for k, v in top.items()))
+    return top
 
 
 def bar_rows(shape_results, copy_bytes_per_s):
@@ -292,6 +323,9 @@ def report(data) -> str:
                 lines.append(md([kind, describe(c["options"]), us(c.get("ms")),
                                  f"{c['max_error_vs_chunked']:.1e}" if "max_error_vs_chunked" in c else "-",
                                  c.get("timing") or one_line(c.get("error", ""))]))
+        if r.get("profile_us_per_call"):
+            lines.append(md(["profile", "kernel time per fwd+bwd (package defaults): " + ", ".join(
+                f"{k} {v:.1f} us" for k, v in r["profile_us_per_call"].items()), "-", "-", "torch.profiler"]))
         for name, o in r["others"].items():
             lines.append(md([name + " (defaults)", "fwd / fwd+bwd", f"{us(o.get('fwd_ms'))} / {us(o.get('fwdbwd_ms'))}",
                              "-", ", ".join(o.get("timing", [])) or one_line(o.get("error", ""))]))

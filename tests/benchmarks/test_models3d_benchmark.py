@@ -75,3 +75,27 @@ def test_memory_child_environment_sees_memory_reused_from_a_warm_up(monkeypatch)
                           env={**os.environ, **mod.MEMORY_CHILD_ENV})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert 90 <= float(proc.stdout.strip().splitlines()[-1]) <= 110
+
+
+def test_report_is_written_after_every_case(tmp_path, monkeypatch):
+    """A run stopped by a time limit (here: the second case never returns) keeps the cases it finished."""
+    mod = _load_script(monkeypatch)
+    done = {"params": 10, "gflops": 1.0, "scan_share": 0.5, "fwd_ms": {"min": 1.0, "median": 1.0},
+            "train_ms": {"min": 2.0, "median": 2.0}, "peak_train_mb": 3.0}
+    calls = []
+
+    def fake_case(*args, **kwargs):
+        calls.append(args)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # what a `timeout` kill looks like from inside: nothing after this runs
+        return done
+
+    monkeypatch.setattr(mod, "run_case", fake_case)
+    monkeypatch.setattr(sys, "argv", ["models3d.py", "--models", "unet", "--sizes", "1x1x8x8x8,1x1x16x16x16",
+                                      "--devices", "cpu", "--out", str(tmp_path)])
+    with pytest.raises(KeyboardInterrupt):
+        mod.main()
+    saved = json.loads((tmp_path / "models3d.json").read_text())
+    assert saved["runs"][0]["rows"][0]["results"] == {"1x1x8x8x8": done}
+    report = (tmp_path / "models3d.md").read_text()
+    assert "| unet | 10 |" in report and "| unet | not measured (yet) |" in report
