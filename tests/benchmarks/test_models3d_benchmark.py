@@ -35,18 +35,8 @@ def test_models3d_benchmark_writes_report_with_growth(tmp_path):
     assert "| segmamba_test |" in report and "growth from the smallest to the largest input" in report
 
 
-def _load_script(monkeypatch):
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # the script imports its sibling _common
-    spec = importlib.util.spec_from_file_location("models3d_under_test", ROOT / "benchmarks" / "models3d.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_reuse_keeps_only_successful_results(tmp_path, monkeypatch):
-    mod = _load_script(monkeypatch)
+def test_reuse_keeps_only_successful_results(tmp_path, load_benchmark):
+    mod = load_benchmark("models3d")
     ok, failed = {"train_ms": {"min": 1.0}}, {"error": "timed out after 600 s"}
     earlier = {"date": "2026-11-23T17:00:00", "runs": [{"device": "cpu", "rows": [
         {"model": "segmamba", "results": {"1x1x64x64x64": ok, "1x1x96x96x96": failed}}]}]}
@@ -64,10 +54,10 @@ def test_reuse_keeps_only_successful_results(tmp_path, monkeypatch):
     assert kept[("cpu", "segmamba", "1x1x64x64x64")]["train_ms"]["min"] == 2.0
 
 
-def test_memory_child_environment_sees_memory_reused_from_a_warm_up(monkeypatch):
+def test_memory_child_environment_sees_memory_reused_from_a_warm_up(load_benchmark):
     """Under MEMORY_CHILD_ENV a step that allocates 12 x 8 MiB after a warm-up that freed the same blocks raises the
     peak RSS by about 96 MiB: freed blocks went back to the system instead of being reused unseen."""
-    mod = _load_script(monkeypatch)
+    mod = load_benchmark("models3d")
     code = ("import sys, torch; sys.path.insert(0, 'benchmarks'); from _common import peak_rss_bytes\n"
             "def step():\n    return [torch.ones(2 * 2**20) for _ in range(12)]\n"
             "step(); before = peak_rss_bytes(reset=True); step(); print((peak_rss_bytes() - before) / 2**20)")
@@ -77,9 +67,9 @@ def test_memory_child_environment_sees_memory_reused_from_a_warm_up(monkeypatch)
     assert 90 <= float(proc.stdout.strip().splitlines()[-1]) <= 110
 
 
-def test_report_is_written_after_every_case(tmp_path, monkeypatch):
+def test_report_is_written_after_every_case(tmp_path, monkeypatch, load_benchmark):
     """A run stopped by a time limit (here: the second case never returns) keeps the cases it finished."""
-    mod = _load_script(monkeypatch)
+    mod = load_benchmark("models3d")
     done = {"params": 10, "gflops": 1.0, "scan_share": 0.5, "fwd_ms": {"min": 1.0, "median": 1.0},
             "train_ms": {"min": 2.0, "median": 2.0}, "peak_train_mb": 3.0}
     calls = []

@@ -25,21 +25,10 @@ def test_scan_benchmark_quick_run_writes_report(tmp_path):
     assert "## Machine" in (tmp_path / "scan.md").read_text()
 
 
-def _load_script(monkeypatch):
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    monkeypatch.syspath_prepend(str(ROOT / "src"))
-    spec = importlib.util.spec_from_file_location("scan_under_test", ROOT / "benchmarks" / "scan.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_gpu_bar_table_rates_triton_against_hbm_floor_chunked_and_mamba_ssm(monkeypatch):
+def test_gpu_bar_table_rates_triton_against_hbm_floor_chunked_and_mamba_ssm(load_benchmark):
     """Issue #7's verdicts from synthetic timings: 1 TB/s copy bandwidth makes the SS2D shape's forward HBM floor
     4 (3 * 768 * 4096 + 2 * 4 * 16 * 4096) B / 1e12 B/s = 0.0398 ms."""
-    mod = _load_script(monkeypatch)
+    mod = load_benchmark("scan")
     t = lambda ms: {"min": ms, "median": ms, "all": [ms]}
     ss2d, small = [1, 768, 4096, 16, 4], [1, 192, 1024, 16, 1]
     floor = 4 * (3 * 768 * 4096 + 2 * 4 * 16 * 4096) / 1e12 * 1e3

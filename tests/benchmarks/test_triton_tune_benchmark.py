@@ -1,7 +1,6 @@
 """The Triton settings sweep: its quick mode runs end to end under Triton's CPU interpreter (timings meaningless,
 correctness checks real), and the merge of another run's mamba_ssm timings gives the bar it should."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -31,16 +30,8 @@ def test_quick_sweep_checks_every_setting_against_chunked(tmp_path):
     assert "## Bar" in (tmp_path / "triton_tune_cpu_interpreter.md").read_text()
 
 
-def _load(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("triton_tune_under_test", ROOT / "benchmarks" / "triton_tune.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_other_runs_mamba_ssm_timings_are_merged_with_their_provenance(tmp_path, monkeypatch):
-    mod = _load(monkeypatch)
+def test_other_runs_mamba_ssm_timings_are_merged_with_their_provenance(tmp_path, load_benchmark):
+    mod = load_benchmark("triton_tune")
     shape = [1, 768, 4096, 16, 4]
     triton = {"options": {"forward": "single_pass"}, "ms": 0.1, "max_error_vs_chunked": 1e-6}
     mine = {"command": "python benchmarks/triton_tune.py", "date": "d2", "gpu": "GPU", "versions": {}, "reps": 10,
