@@ -26,6 +26,8 @@ def test_quick_sweep_checks_every_setting_against_chunked(tmp_path):
         for case in shape["forward"] + shape["fwdbwd"]:
             assert case["ms"] > 0 and case["max_error_vs_chunked"] < 1e-4, case
         assert shape["best_forward"]["forward"] in kinds
+        assert {c["options"].get("backward", "chunk_parallel") for c in shape["fwdbwd"]} == {"chunk_parallel",
+                                                                                             "single_pass"}
     assert [tuple(r["shape"]) for r in data["bar"]] == [tuple(s["shape"]) for s in data["shapes"]]
     assert "## Bar" in (tmp_path / "triton_tune_cpu_interpreter.md").read_text()
 

@@ -107,10 +107,12 @@ CASES = {  # id -> (batch, dim, length, d_state, groups (None shared, 0 fixed), 
 
 
 @needs_interpreter
-@pytest.mark.parametrize("forward", ["two_pass", "single_pass"])
+@pytest.mark.parametrize("forward, backward", [("two_pass", "chunk_parallel"), ("single_pass", "chunk_parallel"),
+                                               ("single_pass", "single_pass")])
 @pytest.mark.parametrize("case", list(CASES))
-def test_matches_reference_output_state_and_all_gradients(case, forward):
-    """Both forward kernels; the single pass in tiles of 16 steps, so a tile ends inside, at and past a chunk."""
+def test_matches_reference_output_state_and_all_gradients(case, forward, backward):
+    """Both forward and both backward kernels; the single-pass forward in tiles of 16 steps, so a tile ends inside,
+    at and past a chunk."""
     batch, dim, length, d_state, groups, chunk, block_d, options = CASES[case]
     inputs = make_inputs(batch, dim, length, d_state, groups)
     for name in options.get("drop", ()):
@@ -119,7 +121,7 @@ def test_matches_reference_output_state_and_all_gradients(case, forward):
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         got = run(selective_scan_triton, inputs, softplus, chunk_length=chunk, block_d=block_d,
-                  block_d_backward=block_d, forward=forward, block_t=16)
+                  block_d_backward=block_d, forward=forward, block_t=16, backward=backward)
     n_chunks = -(-length // (chunk or 16))
     assert max(saved) == max(max(t.numel() for t in inputs.values()), batch * dim * n_chunks * d_state)
     assert_matches(got, run(reference, inputs, softplus), what=case)
@@ -133,10 +135,11 @@ def test_mixed_layouts_shared_B_and_grouped_C():
 
 
 @needs_interpreter
-def test_strong_decay_is_exact_and_finite():
+@pytest.mark.parametrize("backward", ["chunk_parallel", "single_pass"])
+def test_strong_decay_is_exact_and_finite(backward):
     """Decays down to exp(-160) per step: no division by a decay anywhere (the backward uses h_t - x_t)."""
     inputs = make_inputs(1, 2, 40, 4, 1, strong_decay=True)
-    got = run(selective_scan_triton, inputs, chunk_length=16)
+    got = run(selective_scan_triton, inputs, chunk_length=16, backward=backward)
     assert all(torch.isfinite(t).all() for t in got.values())
     want = run(reference, {n: t.double() for n, t in inputs.items()})
     assert_matches({n: t.double() for n, t in got.items()}, want, what="strong decay")
@@ -193,9 +196,10 @@ def test_default_launch_settings_follow_the_gpu_sweep(shape, expected):
 
 
 @needs_interpreter
-def test_bf16_inputs_accumulate_in_fp32():
+@pytest.mark.parametrize("backward", ["chunk_parallel", "single_pass"])
+def test_bf16_inputs_accumulate_in_fp32(backward):
     inputs = {n: t.to(torch.bfloat16) for n, t in make_inputs(1, 4, 24, 4, 2).items()}
-    got = run(selective_scan_triton, inputs, chunk_length=16)
+    got = run(selective_scan_triton, inputs, chunk_length=16, backward=backward)
     assert got["out"].dtype == torch.bfloat16 and got["last"].dtype == torch.float32
     want = run(reference, {n: t.double() for n, t in inputs.items()})  # same rounded inputs, exact arithmetic
     assert_matches({n: t.double() for n, t in got.items()}, want, rtol=3e-2, atol=5e-2, what="bf16")
@@ -230,7 +234,7 @@ def test_every_kernel_compiles_for_the_gpu():
     In a subprocess, since compiling needs Triton imported in compiled mode."""
     code = ("from mambaseg.ops._triton import compile_for_gpu\n"
             "compiled = compile_for_gpu(90)\n"
-            "assert len(compiled) == 9 and all('cubin' in c.asm for c in compiled.values())\n")
+            "assert len(compiled) == 11 and all('cubin' in c.asm for c in compiled.values())\n")
     result = _python(code)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -246,12 +250,14 @@ def test_interpreter_tests_in_a_subprocess():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or INTERPRETED,
                     reason="needs a CUDA GPU and Triton in compiled mode (the compiled kernels, full grid)")
-@pytest.mark.parametrize("forward", ["two_pass", "single_pass"])
-def test_cuda_forward_backward_full_grid(monkeypatch, forward):
+@pytest.mark.parametrize("forward, backward", [("two_pass", "chunk_parallel"), ("single_pass", "chunk_parallel"),
+                                               ("single_pass", "single_pass")])
+def test_cuda_forward_backward_full_grid(monkeypatch, forward, backward):
     """Compiled kernels on the GPU, many programs per axis (batch, channel blocks, chunks) vs the reference; the
     single pass in tiles of 128 steps, each holding two chunks of 64, the last tile running past L = 1000."""
     monkeypatch.delenv("TRITON_INTERPRET")
     inputs = {n: t.cuda() for n, t in make_inputs(2, 64, 1000, 16, 4).items()}
     assert triton_available(inputs["u"])
-    got = run(selective_scan_triton, inputs, chunk_length=64, block_d=8, forward=forward, block_t=128)
-    assert_matches(got, run(reference, inputs), rtol=6e-4, atol=2e-3, what=f"cuda {forward}")
+    got = run(selective_scan_triton, inputs, chunk_length=64, block_d=8, forward=forward, block_t=128,
+              backward=backward)
+    assert_matches(got, run(reference, inputs), rtol=6e-4, atol=2e-3, what=f"cuda {forward} {backward}")

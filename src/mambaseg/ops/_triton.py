@@ -23,7 +23,7 @@ Forward, two passes (few channels, long L, e.g. 3D volumes, where one program pe
        ``out = (<h_t, C_t> + D u_t) * silu(z_t)``, and the last chunk the last state.
     Only ``(B, D, n_chunks, N)`` start states are kept for the backward; nothing of size ``(B, D, L, N)`` is
     ever written.
-Backward:
+Backward, chunk-parallel (the default, ``backward="chunk_parallel"``):
     1. ``_bwd_chunk_carry_kernel``: each chunk but the first walks its steps in reverse from a zero adjoint and
        writes the adjoint it sends to the previous chunk's end state;
     2. ``_chunk_combine_kernel`` (reverse): the adjoint arriving at each chunk's end (the last one gets the
@@ -35,6 +35,10 @@ Backward:
        emitted. ``a_t h_{t-1}`` is taken as ``h_t - delta_t B_t u_t``: no division by a decay, so strong decays
        stay exact. (A purely sequential reverse walk would need ``h_{t-1} = (h_t - x_t) / a_t``, which blows up
        when ``a_t`` underflows; the scans recompute the chunk's states instead, as the CUDA kernel does.)
+Backward, single pass (``backward="single_pass"``, not yet timed on a GPU): ``_bwd_single_pass_kernel``, one
+program per (batch, channel), walks the chunks from last to first carrying the adjoint of all N, with the same two
+scans per chunk as ``(N, T)`` tiles; no carry pass, no combine; dB/dC are added per channel, as mamba_ssm's
+CUDA backward does.
 
 Several scan directions in one launch (VMamba's SS2D, K = 4; SegMamba's three orders, K = 3): stack the
 directions along channels and pass B/C grouped by direction::
@@ -83,7 +87,7 @@ TWO_PASS_MIN_STEPS_PER_CHANNEL = 64
 #: below it 4 warps (tiles of 256). Best or within 5 % of the best at every measured shape.
 MANY_CHANNELS = 384
 _KERNELS = ("_fwd_chunk_kernel", "_fwd_single_pass_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel",
-            "_bwd_chunk_kernel")
+            "_bwd_chunk_kernel", "_bwd_single_pass_kernel")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -464,6 +468,142 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
         tl.atomic_add(dbias_ptr + d, tl.sum(ddt, axis=1), mask=mask_d)
 
 
+def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, starts_ptr,
+                            dlast_ptr, du_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dz_ptr, dbias_ptr,
+                            dim, length, n_state, n_chunks, P, sbb, sbg, sbn, scb, scg, scn,
+                            B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_D: tl.constexpr,
+                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                            HAS_DLAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+    """All gradients of one channel in one program, walking its chunks from the last to the first.
+
+    The backward counterpart of ``_fwd_single_pass_kernel`` (the layout of mamba_ssm's CUDA backward: one block per
+    channel, the adjoint carried from chunk to chunk, no carry pass and no combine). Per chunk of ``BLOCK_T`` steps
+    the states and the adjoints of all ``N`` are ``(BLOCK_N, BLOCK_T)`` tiles from two associative scans: states
+    from the saved chunk start (``starts: (B, D, nc, N)``), adjoints from the one carried out of the later chunk
+    (the last chunk starts from ``dlast``). dB/dC are added atomically per channel (B * D * N * L adds, as
+    mamba_ssm); dA, dD, ddelta_bias are summed in registers and added once. Grid: (batch, dim).
+    """
+    pid_b = tl.program_id(0)
+    d = tl.program_id(1)
+    grp = d // P
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < n_state
+    steps = tl.arange(0, BLOCK_T)
+    A2 = tl.load(A_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32) * 1.4426950408889634
+    row = (pid_b * dim + d) * length
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d).to(tl.float32)
+    if B_FIXED:
+        B_fix = tl.load(B_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+        dB_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    if C_FIXED:
+        C_fix = tl.load(C_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
+        dC_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    if HAS_DLAST:
+        g_carry = tl.load(dlast_ptr + (pid_b * dim + d) * n_state + offs_n, mask=mask_n, other=0.0)
+    else:
+        g_carry = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    dA_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    dD_acc = tl.sum(tl.zeros((BLOCK_T,), dtype=tl.float32), axis=0)
+    dbias_acc = tl.sum(tl.zeros((BLOCK_T,), dtype=tl.float32), axis=0)
+    for i in range(0, n_chunks):
+        chunk = n_chunks - 1 - i
+        offs_t = chunk * BLOCK_T + steps
+        mask_t = offs_t < length
+        # reversed order inside the chunk, for the adjoint's scan (flipped back after it, as in _bwd_chunk_kernel)
+        offs_r = chunk * BLOCK_T + (BLOCK_T - 1 - steps)
+        mask_r = offs_r < length
+        mask_next = ((offs_r + 1) < length) & (steps > 0)  # the next step's delta; decay 1 past the chunk's end
+        dt_pre = tl.load(delta_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        dt_next = tl.load(delta_ptr + row + offs_r + 1, mask=mask_next, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dt_pre = dt_pre + bias
+            dt_next = dt_next + bias
+        dt = dt_pre
+        if SOFTPLUS:
+            dt = _softplus(dt_pre)
+            dt_next = _softplus(dt_next)
+        dt = tl.where(mask_t, dt, 0.0)
+        dt_next = tl.where(mask_next, dt_next, 0.0)
+        u = tl.load(u_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        dout = tl.load(dout_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+        dy_r = tl.load(dout_ptr + row + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+        if HAS_Z:
+            zz = tl.load(z_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
+            sig_z = tl.sigmoid(zz)
+            dy = dout * zz * sig_z
+            z_r = tl.load(z_ptr + row + offs_r, mask=mask_r, other=0.0).to(tl.float32)
+            dy_r = dy_r * z_r * tl.sigmoid(z_r)
+        else:
+            dy = dout
+        mask_nt = mask_n[:, None] & mask_t[None, :]
+        if B_FIXED:
+            Bt = B_fix
+        else:
+            Bt = tl.load(B_ptr + pid_b * sbb + grp * sbg + offs_n[:, None] * sbn + offs_t[None, :], mask=mask_nt,
+                         other=0.0).to(tl.float32)
+        if C_FIXED:
+            Ct = C_fix
+            Ct_r = C_fix
+        else:
+            Ct = tl.load(C_ptr + pid_b * scb + grp * scg + offs_n[:, None] * scn + offs_t[None, :], mask=mask_nt,
+                         other=0.0).to(tl.float32)
+            Ct_r = tl.load(C_ptr + pid_b * scb + grp * scg + offs_n[:, None] * scn + offs_r[None, :],
+                           mask=mask_n[:, None] & mask_r[None, :], other=0.0).to(tl.float32)
+        first = steps[None, :] == 0
+        a = tl.exp2(A2[:, None] * dt[None, :])
+        a_next = tl.exp2(A2[:, None] * dt_next[None, :])
+        dtu = dt * u
+        x = Bt * dtu[None, :]
+        h_start = tl.load(starts_ptr + ((pid_b * dim + d) * n_chunks + chunk) * n_state + offs_n, mask=mask_n,
+                          other=0.0)
+        _, h = tl.associative_scan((a, x + tl.where(first, a * h_start[:, None], 0.0)), 1, _affine_combine)
+        _, g_r = tl.associative_scan((a_next, Ct_r * dy_r[None, :] + tl.where(first, g_carry[:, None], 0.0)), 1,
+                                     _affine_combine)
+        g = tl.flip(g_r, 1)
+        g_carry = tl.sum(tl.where(first, a * g, 0.0), axis=1)  # the adjoint sent to the previous chunk's end
+        gB = tl.sum(g * Bt, axis=0)
+        w = g * (h - x)  # d loss / d log(a_t) = g_t a_t h_{t-1}, with a_t h_{t-1} = h_t - x_t
+        ddt = tl.sum(w * A2[:, None], axis=0) * 0.6931471805599453 + u * gB
+        du = dt * gB
+        if HAS_D:
+            du = du + dy * Dv
+            dD_acc += tl.sum(dy * u, axis=0)
+        if HAS_Z:
+            y = tl.sum(h * Ct, axis=0)
+            if HAS_D:
+                y = y + Dv * u
+            tl.store(dz_ptr + row + offs_t, dout * y * sig_z * (1.0 + zz * (1.0 - sig_z)), mask=mask_t)
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(dt_pre)
+        ddt = tl.where(mask_t, ddt, 0.0)
+        tl.store(du_ptr + row + offs_t, du, mask=mask_t)
+        tl.store(ddelta_ptr + row + offs_t, ddt, mask=mask_t)
+        dbias_acc += tl.sum(ddt, axis=0)
+        dA_acc += tl.sum(w * dt[None, :], axis=1)
+        if B_FIXED:
+            dB_acc += tl.sum(g * dtu[None, :], axis=1)
+        else:
+            tl.atomic_add(dB_ptr + pid_b * sbb + grp * sbg + offs_n[:, None] * sbn + offs_t[None, :],
+                          g * dtu[None, :], mask=mask_nt)
+        if C_FIXED:
+            dC_acc += tl.sum(h * dy[None, :], axis=1)
+        else:
+            tl.atomic_add(dC_ptr + pid_b * scb + grp * scg + offs_n[:, None] * scn + offs_t[None, :],
+                          h * dy[None, :], mask=mask_nt)
+    tl.atomic_add(dA_ptr + d * n_state + offs_n, dA_acc, mask=mask_n)
+    if B_FIXED:
+        tl.atomic_add(dB_ptr + d * n_state + offs_n, dB_acc, mask=mask_n)
+    if C_FIXED:
+        tl.atomic_add(dC_ptr + d * n_state + offs_n, dC_acc, mask=mask_n)
+    if HAS_D:
+        tl.atomic_add(dD_ptr + d, dD_acc)
+    if HAS_BIAS:
+        tl.atomic_add(dbias_ptr + d, dbias_acc)
+
+
 @functools.lru_cache(maxsize=None)
 def _kernels(interpret: bool) -> types.SimpleNamespace:
     """The kernels wrapped for Triton's CPU interpreter (``interpret=True``) or for GPU compilation.
@@ -536,7 +676,7 @@ class _Launch:
     """Grid and flags shared by the forward and the backward of one call."""
 
     def __init__(self, u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward, forward,
-                 block_t, num_warps, num_warps_backward):
+                 block_t, num_warps, num_warps_backward, backward="chunk_parallel"):
         batch, self.dim, self.length = u.shape
         self.batch, self.n_state = batch, A.shape[1]
         self.B_fixed, g_b, *self.b_strides = _bc_layout(B)
@@ -567,6 +707,10 @@ class _Launch:
                              f"{forward!r}")
         if block_t & (block_t - 1):
             raise ValueError(f"selective_scan_triton: block_t must be a power of two, got {block_t}")
+        if backward not in ("chunk_parallel", "single_pass"):
+            raise ValueError(f"selective_scan_triton: backward must be 'chunk_parallel' or 'single_pass', got "
+                             f"{backward!r}")
+        self.backward = backward
         self.forward = forward
         self.block_t = min(block_t, max(16, triton_next_power_of_2(self.length)))
         self.num_warps, self.num_warps_backward = num_warps, num_warps_backward
@@ -629,28 +773,35 @@ class _TritonScanFn(torch.autograd.Function):
         dout = dout.contiguous() if dout is not None else torch.zeros_like(u)
         dlast = dlast.float().contiguous() if dlast is not None else None
         Dp, zp, biasp = _placeholder(D, u), _placeholder(z, u), _placeholder(delta_bias, u)
-        if launch.n_chunks > 1:
-            local = torch.empty_like(starts)  # chunk 0 sends nothing: its slot stays unused
-            sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
-            k._bwd_chunk_carry_kernel[launch.grid(launch.n_chunks - 1)](
-                delta, A, C, zp, biasp, dout, local, sumdelta, launch.dim, launch.length, launch.n_state,
-                launch.n_chunks, launch.T, launch.P, launch.n_pblocks, *launch.c_strides, C_FIXED=launch.C_fixed,
-                HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=launch.flags["SOFTPLUS"],
-                BLOCK_D=launch.block_d, BLOCK_N=launch.block_n)
-            carries = launch.combine(local, sumdelta, A, dlast, reverse=True)
-        else:
-            carries = dlast[:, :, None] if dlast is not None else torch.zeros_like(starts)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
         dA, dB, dC = (torch.zeros(t.shape, **f32) for t in (A, B, C))
         dD = torch.zeros(launch.dim, **f32)
         dbias = torch.zeros(launch.dim, **f32)
-        k._bwd_chunk_kernel[launch.grid(launch.n_chunks, launch.bwd_n_pblocks)](
-            u, delta, A, B, C, Dp, zp, biasp, dout, starts, carries.contiguous(), du, ddelta, dA, dB, dC, dD,
-            _placeholder(dz, du), dbias, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.P,
-            launch.bwd_n_pblocks, *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed,
-            C_FIXED=launch.C_fixed, BLOCK_D=launch.bwd_block_d, BLOCK_T=launch.T, num_warps=launch.num_warps_backward,
-            **launch.flags)
+        grads = (du, ddelta, dA, dB, dC, dD, _placeholder(dz, du), dbias)
+        if launch.backward == "single_pass":
+            k._bwd_single_pass_kernel[(launch.batch, launch.dim)](
+                u, delta, A, B, C, Dp, zp, biasp, dout, starts, dlast if dlast is not None else starts, *grads,
+                launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.P, *launch.b_strides,
+                *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, HAS_DLAST=dlast is not None,
+                BLOCK_N=launch.block_n, BLOCK_T=launch.T, num_warps=launch.num_warps_backward, **launch.flags)
+        else:
+            if launch.n_chunks > 1:
+                local = torch.empty_like(starts)  # chunk 0 sends nothing: its slot stays unused
+                sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
+                k._bwd_chunk_carry_kernel[launch.grid(launch.n_chunks - 1)](
+                    delta, A, C, zp, biasp, dout, local, sumdelta, launch.dim, launch.length, launch.n_state,
+                    launch.n_chunks, launch.T, launch.P, launch.n_pblocks, *launch.c_strides,
+                    C_FIXED=launch.C_fixed, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
+                    SOFTPLUS=launch.flags["SOFTPLUS"], BLOCK_D=launch.block_d, BLOCK_N=launch.block_n)
+                carries = launch.combine(local, sumdelta, A, dlast, reverse=True)
+            else:
+                carries = dlast[:, :, None] if dlast is not None else torch.zeros_like(starts)
+            k._bwd_chunk_kernel[launch.grid(launch.n_chunks, launch.bwd_n_pblocks)](
+                u, delta, A, B, C, Dp, zp, biasp, dout, starts, carries.contiguous(), *grads, launch.dim,
+                launch.length, launch.n_state, launch.n_chunks, launch.P, launch.bwd_n_pblocks, *launch.b_strides,
+                *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, BLOCK_D=launch.bwd_block_d,
+                BLOCK_T=launch.T, num_warps=launch.num_warps_backward, **launch.flags)
         return (du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 dD.to(D.dtype) if D is not None else None, dz,
                 dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
@@ -661,7 +812,8 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           delta_bias: Optional[torch.Tensor] = None, delta_softplus: bool = False,
                           return_last_state: bool = False, chunk_length: Optional[int] = None, block_d: int = 16,
                           block_d_backward: int = 8, forward: str = "auto", block_t: Optional[int] = None,
-                          num_warps: Optional[int] = None, num_warps_backward: Optional[int] = None):
+                          num_warps: Optional[int] = None, num_warps_backward: Optional[int] = None,
+                          backward: str = "chunk_parallel"):
     """Fused selective scan (arguments and shapes as :func:`mambaseg.ops.selective_scan`).
 
     Args:
@@ -678,6 +830,9 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
             channels (batch * dim) on, else 256.
         num_warps, num_warps_backward: warps per program of the forward kernels and of the backward's gradient
             kernel; default 2 from ``MANY_CHANNELS`` channels on (and for the two-pass forward), else 4.
+        backward: ``"chunk_parallel"`` (carry pass, combine, then one program per channel block and chunk) or
+            ``"single_pass"`` (one program per channel walks its chunks backwards, carrying the adjoint; chunks of
+            ``chunk_length`` steps are its tiles). The single pass is not yet timed on a GPU.
         The defaults are the fastest settings of an H200 sweep (``benchmarks/triton_tune.py``).
 
     Returns:
@@ -690,13 +845,13 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                            "TRITON_INTERPRET=1 set before triton is first imported in the process")
     tensors = [t.contiguous() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
     options = dict(chunk_length=chunk_length, block_d=block_d, block_d_backward=block_d_backward, forward=forward,
-                   block_t=block_t, num_warps=num_warps, num_warps_backward=num_warps_backward)
+                   block_t=block_t, num_warps=num_warps, num_warps_backward=num_warps_backward, backward=backward)
     out, last = _TritonScanFn.apply(*tensors, bool(delta_softplus), options)
     return (out, last) if return_last_state else out
 
 
 _FP32_BUFFERS = ("state_ptr", "sumdelta_ptr", "last_ptr", "local_ptr", "starts_ptr", "carries_ptr", "init_ptr",
-                 "dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr")
+                 "dA_ptr", "dB_ptr", "dC_ptr", "dD_ptr", "dbias_ptr", "dlast_ptr")
 
 
 def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
@@ -733,6 +888,11 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
                                                                      BLOCK_T=128, **on)),
         "fwd_single_pass_fixed": (k._fwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True, BLOCK_N=16,
                                                                           BLOCK_T=128, **off)),
+        "bwd_single_pass": (k._bwd_single_pass_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=False,
+                                                                     HAS_DLAST=True, BLOCK_N=16, BLOCK_T=64, **on)),
+        "bwd_single_pass_fixed": (k._bwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True,
+                                                                          HAS_DLAST=False, BLOCK_N=16, BLOCK_T=64,
+                                                                          **off)),
         "combine_reverse": (k._chunk_combine_kernel, "fp32", dict(REVERSE=True, HAS_INIT=True, **tiles)),
         "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, **tiles)),
         "bwd_carry": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=False, HAS_Z=True, HAS_BIAS=True,
