@@ -76,7 +76,7 @@ from ._checks import check_scan_inputs
 if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrapped (see _kernels)
     import triton.language as tl
 
-_HELPERS = ("_affine_combine", "_softplus")
+_HELPERS = ("_affine_combine", "_softplus", "_step_size")
 #: Launch defaults, from ``benchmarks/triton_tune.py`` on an H200 (results/triton_tune_h200.md, 2026-12-04):
 #: ``forward="auto"`` takes the two-pass kernel only when L exceeds this many steps per channel (batch * dim): a
 #: single-pass program walks all of L, so few channels with a long L leave the GPU idle. Measured: (1, 48, 32768)
@@ -105,6 +105,17 @@ def _softplus(x):
     return tl.where(x <= 20.0, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))), x)
 
 
+def _step_size(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """``delta`` as loaded -> the step size: ``+ delta_bias`` and softplus when asked (``bias`` is read only with
+    ``HAS_BIAS``; pass 0.0 without it)."""
+    dt = raw.to(tl.float32)
+    if HAS_BIAS:
+        dt = dt + bias
+    if SOFTPLUS:
+        dt = _softplus(dt)
+    return dt
+
+
 def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
                       sumdelta_ptr, last_ptr, dim, length, n_state, n_chunks, chunk_len, P, n_pblocks,
                       sbb, sbg, sbn, scb, scg, scn,
@@ -131,8 +142,7 @@ def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
     row = pid_b * dim * length + d * length
     state_idx = ((pid_b * dim + d) * n_chunks + pid_c)[:, None] * n_state + offs_n[None, :]
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     if B_FIXED:
         B_fix = tl.load(B_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32)
     if OUTPUT:
@@ -147,11 +157,7 @@ def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     t0 = pid_c * chunk_len
     t1 = tl.minimum(t0 + chunk_len, length)
     for t in range(t0, t1):
-        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt = dt + bias
-        if SOFTPLUS:
-            dt = _softplus(dt)
+        dt = _step_size(tl.load(delta_ptr + row + t, mask=mask_d, other=0.0), bias, HAS_BIAS, SOFTPLUS)
         u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
         if B_FIXED:
             Bt = B_fix
@@ -204,8 +210,7 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     steps = tl.arange(0, BLOCK_T)
     A2 = tl.load(A_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32) * 1.4426950408889634
     row = (pid_b * dim + d) * length
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(tl.float32)
+    bias = tl.load(bias_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
     if B_FIXED:
         B_fix = tl.load(B_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
     if C_FIXED:
@@ -217,11 +222,7 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     for t0 in range(0, length, BLOCK_T):
         offs_t = t0 + steps
         mask_t = offs_t < length
-        dt = tl.load(delta_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt = dt + bias
-        if SOFTPLUS:
-            dt = _softplus(dt)
+        dt = _step_size(tl.load(delta_ptr + row + offs_t, mask=mask_t, other=0.0), bias, HAS_BIAS, SOFTPLUS)
         dt = tl.where(mask_t, dt, 0.0)  # decay 1, input 0 past the end: the carried state passes unchanged
         u = tl.load(u_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
         mask_nt = mask_n[:, None] & mask_t[None, :]
@@ -316,8 +317,7 @@ def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, 
     dn = d[:, None] * n_state + offs_n[None, :]
     A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
     row = pid_b * dim * length + d * length
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     if C_FIXED:
         C_fix = tl.load(C_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32)
     q = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
@@ -326,11 +326,7 @@ def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, 
     t1 = tl.minimum(t0 + chunk_len, length)
     for i in range(0, t1 - t0):
         t = t1 - 1 - i
-        dt = tl.load(delta_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt = dt + bias
-        if SOFTPLUS:
-            dt = _softplus(dt)
+        dt = _step_size(tl.load(delta_ptr + row + t, mask=mask_d, other=0.0), bias, HAS_BIAS, SOFTPLUS)
         dy = tl.load(dout_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
         if HAS_Z:
             zt = tl.load(z_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
@@ -372,7 +368,8 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     mask2 = mask_d[:, None] & mask_t[None, :]
     ptr2 = (pid_b * dim * length + d * length)[:, None] + offs_t[None, :]
     u = tl.load(u_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
-    dt_pre = tl.load(delta_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+    bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)[:, None] if HAS_BIAS else 0.0
+    dt_pre = _step_size(tl.load(delta_ptr + ptr2, mask=mask2, other=0.0), bias, HAS_BIAS, False)  # kept for softplus'
     # The adjoint runs backwards in time: its scan reads the chunk in reversed order (index i <-> step
     # BLOCK_T - 1 - i) and its result is flipped back (a forward scan plus tl.flip, not associative_scan's
     # reverse=True, reported wrong on GPUs for non-commutative combines: triton-lang/triton#4362).
@@ -381,16 +378,8 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     ptr_r = (pid_b * dim * length + d * length)[:, None] + offs_r[None, :]
     # delta one step later (the reverse scan's coefficient); 0 (decay 1) past the end of the chunk or sequence
     mask_next = mask_d[:, None] & ((offs_r + 1) < length)[None, :] & (steps > 0)[None, :]
-    dt_next = tl.load(delta_ptr + ptr_r + 1, mask=mask_next, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)
-        dt_pre = dt_pre + bias[:, None]
-        dt_next = dt_next + bias[:, None]
-    dt = dt_pre
-    if SOFTPLUS:
-        dt = _softplus(dt_pre)
-        dt_next = _softplus(dt_next)
-    dt = tl.where(mask2, dt, 0.0)
+    dt = tl.where(mask2, _step_size(dt_pre, 0.0, False, SOFTPLUS), 0.0)
+    dt_next = _step_size(tl.load(delta_ptr + ptr_r + 1, mask=mask_next, other=0.0), bias, HAS_BIAS, SOFTPLUS)
     dt_next = tl.where(mask_next, dt_next, 0.0)
     dout = tl.load(dout_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
     dy_r = tl.load(dout_ptr + ptr_r, mask=mask_r, other=0.0).to(tl.float32)
@@ -491,8 +480,7 @@ def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     steps = tl.arange(0, BLOCK_T)
     A2 = tl.load(A_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32) * 1.4426950408889634
     row = (pid_b * dim + d) * length
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d).to(tl.float32)
+    bias = tl.load(bias_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
     if HAS_D:
         Dv = tl.load(D_ptr + d).to(tl.float32)
     if B_FIXED:
@@ -516,16 +504,10 @@ def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
         offs_r = chunk * BLOCK_T + (BLOCK_T - 1 - steps)
         mask_r = offs_r < length
         mask_next = ((offs_r + 1) < length) & (steps > 0)  # the next step's delta; decay 1 past the chunk's end
-        dt_pre = tl.load(delta_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
-        dt_next = tl.load(delta_ptr + row + offs_r + 1, mask=mask_next, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dt_pre = dt_pre + bias
-            dt_next = dt_next + bias
-        dt = dt_pre
-        if SOFTPLUS:
-            dt = _softplus(dt_pre)
-            dt_next = _softplus(dt_next)
-        dt = tl.where(mask_t, dt, 0.0)
+        dt_pre = _step_size(tl.load(delta_ptr + row + offs_t, mask=mask_t, other=0.0), bias, HAS_BIAS, False)
+        dt = tl.where(mask_t, _step_size(dt_pre, 0.0, False, SOFTPLUS), 0.0)
+        dt_next = _step_size(tl.load(delta_ptr + row + offs_r + 1, mask=mask_next, other=0.0), bias, HAS_BIAS,
+                             SOFTPLUS)
         dt_next = tl.where(mask_next, dt_next, 0.0)
         u = tl.load(u_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
         dout = tl.load(dout_ptr + row + offs_t, mask=mask_t, other=0.0).to(tl.float32)
