@@ -45,7 +45,7 @@ Deliberate differences:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -55,7 +55,8 @@ from mambaseg.blocks.ss2d import ScanLike
 from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 
-__all__ = ["MambaUNet", "PatchEmbed2D", "PatchMerging2D", "PatchExpand", "FinalPatchExpand", "VSSStage"]
+__all__ = ["MambaUNet", "PatchEmbed2D", "PatchMerging2D", "PatchExpand", "FinalPatchExpand", "ResolutionStage",
+           "SwinUNetShape", "VSSStage"]
 
 
 class PatchEmbed2D(nn.Module):
@@ -131,21 +132,20 @@ class FinalPatchExpand(nn.Module):
         return self.norm(_pixel_unshuffle_last(self.expand(x), self.scale))
 
 
-class VSSStage(nn.Module):
-    """``depth`` VSS blocks, then an optional resampling module (official ``VSSLayer``/``VSSLayer_up``).
+class ResolutionStage(nn.Module):
+    """Blocks at one resolution, then an optional resampler: the stage of Swin-UNet (official ``BasicLayer`` /
+    ``BasicLayer_up``) and of the visual-Mamba U-Nets built on it (``VSSLayer`` / ``VSSLayer_up``).
 
-    The resampler is stored as ``downsample`` (PatchMerging2D, encoder) or ``upsample``
-    (PatchExpand, decoder), as in the official code.
+    The resampler is stored as ``downsample`` (PatchMerging2D, encoder) or ``upsample`` (PatchExpand, decoder), as
+    in the official code, so that official state dicts load unchanged.
 
     Shape: ``(B, H, W, C)`` -> ``(B, H, W, C)`` or the resampler's output shape.
     """
 
-    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], d_state: int, scan: ScanLike,
-                 downsample: bool = False, upsample: bool = False) -> None:
+    def __init__(self, blocks: Iterable[nn.Module], dim: int, downsample: bool = False,
+                 upsample: bool = False) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            VSSBlock(hidden_dim=dim, drop_path=drop_path[i], norm_layer=nn.LayerNorm, d_state=d_state, scan=scan)
-            for i in range(depth))
+        self.blocks = nn.ModuleList(blocks)
         if downsample:
             self.downsample = PatchMerging2D(dim)
         if upsample:
@@ -161,46 +161,42 @@ class VSSStage(nn.Module):
         return x
 
 
-class MambaUNet(nn.Module):
-    """Mamba-UNet (official ``VSSM`` of Mamba-UNet) for 2D segmentation.
+class VSSStage(ResolutionStage):
+    """``depth`` VSS blocks, then an optional resampler (official ``VSSLayer``/``VSSLayer_up``).
 
-    Args:
-        in_channels: Input channels (used directly by the patch embedding).
-        num_classes: Output channels (logits).
-        spatial_dims: Must be 2.
-        patch_size: Patch-embedding stride (and final expanding factor).
-        embed_dim: Width of the first stage; stage ``i`` has ``embed_dim * 2**i``.
-        depths: VSS blocks per stage (encoder; the decoder mirrors it).
-        d_state: SSM state size of every SS2D.
-        drop_path_rate: Maximum stochastic-depth rate (linear schedule).
-        scan: Scan order of every SS2D: a name (``"cross"`` = VMamba's) or one ScanOrder object shared by all.
-        patch_norm: LayerNorm after the patch embedding.
+    Shape: ``(B, H, W, C)`` -> ``(B, H, W, C)`` or the resampler's output shape.
+    """
+
+    def __init__(self, dim: int, depth: int, drop_path: Sequence[float], d_state: int, scan: ScanLike,
+                 downsample: bool = False, upsample: bool = False) -> None:
+        super().__init__((VSSBlock(hidden_dim=dim, drop_path=drop_path[i], norm_layer=nn.LayerNorm, d_state=d_state,
+                                   scan=scan) for i in range(depth)), dim, downsample, upsample)
+
+
+class SwinUNetShape(nn.Module):
+    """The U-shape of Swin-UNet (official ``SwinTransformerSys``), shared by Mamba-UNet (``VSSM``): patch embedding,
+    encoder stages with patch merging, a bottleneck norm, decoder stages with patch expanding and linear skip
+    fusion, the final x``patch_size`` expansion and a 1x1 head. Subclasses choose the stages.
+
+    Module names follow the official code: ``patch_embed``, ``layers``, ``layers_up`` (``layers_up.0`` is a
+    PatchExpand alone), ``concat_back_dim`` (Identity, then ``Linear(2C, C)``), ``norm``, ``norm_up``, ``up``,
+    ``output``.
 
     Shape:
         Input ``(B, in_channels, H, W)`` of any size, output logits ``(B, num_classes, H, W)``.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2, patch_size: int = 4,
-                 embed_dim: int = 96, depths: Sequence[int] = (2, 2, 2, 2), d_state: int = 16,
-                 drop_path_rate: float = 0.2, scan: ScanLike = "cross", patch_norm: bool = True) -> None:
-        super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"MambaUNet is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")
-        depths = tuple(int(d) for d in depths)
-        n = len(depths)
-        if n < 1:
-            raise ValueError("depths must have at least one stage")
+    def _build(self, in_channels: int, num_classes: int, patch_size: int, embed_dim: int, n_stages: int,
+               patch_norm: bool, stage: Callable[[int, bool], nn.Module]) -> None:
+        """Creates the modules in the official order. ``stage(i, decoder)`` returns the encoder stage ``i`` (it
+        must merge patches unless ``i`` is the last) or the decoder stage at encoder resolution ``i`` (it must
+        expand patches unless ``i`` is 0)."""
+        n = n_stages
         self.in_channels, self.num_classes, self.patch_size = in_channels, num_classes, patch_size
-        dims = [embed_dim * 2 ** i for i in range(n)]
         self.size_divisor = patch_size * 2 ** (n - 1)
-
+        dims = [embed_dim * 2 ** i for i in range(n)]
         self.patch_embed = PatchEmbed2D(in_channels, embed_dim, patch_size, patch_norm)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        rates = [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(n)]
-
-        self.layers = nn.ModuleList(
-            VSSStage(dims[i], depths[i], rates[i], d_state, scan, downsample=i < n - 1) for i in range(n))
-
+        self.layers = nn.ModuleList(stage(i, False) for i in range(n))
         self.layers_up = nn.ModuleList()
         self.concat_back_dim = nn.ModuleList()
         for j in range(n):
@@ -209,9 +205,8 @@ class MambaUNet(nn.Module):
                 self.layers_up.append(PatchExpand(dims[i]) if n > 1 else nn.Identity())
                 self.concat_back_dim.append(nn.Identity())
             else:
-                self.layers_up.append(VSSStage(dims[i], depths[i], rates[i], d_state, scan, upsample=i > 0))
+                self.layers_up.append(stage(i, True))
                 self.concat_back_dim.append(nn.Linear(2 * dims[i], dims[i]))
-
         self.norm = nn.LayerNorm(dims[-1])
         self.norm_up = nn.LayerNorm(embed_dim)
         self.up = FinalPatchExpand(embed_dim, scale=patch_size)
@@ -220,6 +215,7 @@ class MambaUNet(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
+        """As the official ``_init_weights``: Linear trunc-normal(0.02) with zero bias, LayerNorm (1, 0)."""
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
@@ -256,6 +252,46 @@ class MambaUNet(nn.Module):
         x = self.up(self.forward_up_features(x, skips))  # (B, Hp, Wp, E)
         x = self.output(x.permute(0, 3, 1, 2).contiguous())
         return crop_to(x, spatial)
+
+
+class MambaUNet(SwinUNetShape):
+    """Mamba-UNet (official ``VSSM`` of Mamba-UNet) for 2D segmentation.
+
+    Args:
+        in_channels: Input channels (used directly by the patch embedding).
+        num_classes: Output channels (logits).
+        spatial_dims: Must be 2.
+        patch_size: Patch-embedding stride (and final expanding factor).
+        embed_dim: Width of the first stage; stage ``i`` has ``embed_dim * 2**i``.
+        depths: VSS blocks per stage (encoder; the decoder mirrors it).
+        d_state: SSM state size of every SS2D.
+        drop_path_rate: Maximum stochastic-depth rate (linear schedule).
+        scan: Scan order of every SS2D: a name (``"cross"`` = VMamba's) or one ScanOrder object shared by all.
+        patch_norm: LayerNorm after the patch embedding.
+
+    Shape:
+        Input ``(B, in_channels, H, W)`` of any size, output logits ``(B, num_classes, H, W)``.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, spatial_dims: int = 2, patch_size: int = 4,
+                 embed_dim: int = 96, depths: Sequence[int] = (2, 2, 2, 2), d_state: int = 16,
+                 drop_path_rate: float = 0.2, scan: ScanLike = "cross", patch_norm: bool = True) -> None:
+        super().__init__()
+        if spatial_dims != 2:
+            raise ValueError(f"MambaUNet is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")
+        depths = tuple(int(d) for d in depths)
+        n = len(depths)
+        if n < 1:
+            raise ValueError("depths must have at least one stage")
+        dims = [embed_dim * 2 ** i for i in range(n)]
+        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(n)]
+
+        def stage(i: int, decoder: bool) -> VSSStage:  # a decoder stage reuses its resolution's encoder rates
+            return VSSStage(dims[i], depths[i], rates[i], d_state, scan, downsample=not decoder and i < n - 1,
+                            upsample=decoder and i > 0)
+
+        self._build(in_channels, num_classes, patch_size, embed_dim, n, patch_norm, stage)
 
 
 _ACDC_CFG = dict(patch_size=4, embed_dim=96, depths=(2, 2, 2, 2), d_state=16, drop_path_rate=0.2, scan="cross")

@@ -61,22 +61,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
 
 from mambaseg.blocks.swin import SwinTransformerBlock
 from mambaseg.models._registry import register_model
-from mambaseg.models.mamba_unet import (
-    FinalPatchExpand,
-    MambaUNet,
-    PatchEmbed2D,
-    PatchExpand,
-    PatchMerging2D,
-)
+from mambaseg.models.mamba_unet import ResolutionStage, SwinUNetShape
 
 __all__ = ["SwinStage", "SwinUNet"]
 
 
-class SwinStage(nn.Module):
+class SwinStage(ResolutionStage):
     """``depth`` Swin blocks (W-MSA, SW-MSA, ...), then an optional resampler (official ``BasicLayer`` /
     ``BasicLayer_up``).
 
@@ -86,28 +79,14 @@ class SwinStage(nn.Module):
     def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float,
                  drop_path: Sequence[float], input_resolution: Sequence[int], qkv_bias: bool = True,
                  downsample: bool = False, upsample: bool = False) -> None:
-        super().__init__()
-        self.blocks = nn.ModuleList(
-            SwinTransformerBlock(dim, num_heads, window_size=window_size,
-                                 shift_size=0 if i % 2 == 0 else window_size // 2, mlp_ratio=mlp_ratio,
-                                 qkv_bias=qkv_bias, drop_path=drop_path[i], input_resolution=input_resolution)
-            for i in range(depth))
-        if downsample:
-            self.downsample = PatchMerging2D(dim)
-        if upsample:
-            self.upsample = PatchExpand(dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        for blk in self.blocks:
-            x = blk(x)
-        if hasattr(self, "downsample"):
-            x = self.downsample(x)
-        if hasattr(self, "upsample"):
-            x = self.upsample(x)
-        return x
+        super().__init__((SwinTransformerBlock(dim, num_heads, window_size=window_size,
+                                               shift_size=0 if i % 2 == 0 else window_size // 2,
+                                               mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, drop_path=drop_path[i],
+                                               input_resolution=input_resolution)
+                          for i in range(depth)), dim, downsample, upsample)
 
 
-class SwinUNet(nn.Module):
+class SwinUNet(SwinUNetShape):
     """Swin-UNet (official ``SwinTransformerSys``) for 2D segmentation.
 
     Args:
@@ -150,13 +129,9 @@ class SwinUNet(nn.Module):
         dec = depths if depths_decoder is None else tuple(int(d) for d in depths_decoder)
         if len(dec) != n:
             raise ValueError(f"depths_decoder needs {n} entries, got {dec}")
-        self.in_channels, self.num_classes, self.patch_size = in_channels, num_classes, patch_size
-        self.size_divisor = patch_size * 2 ** (n - 1)
         dims = [embed_dim * 2 ** i for i in range(n)]
         grid = img_size // patch_size
         res = [(grid // 2 ** i, grid // 2 ** i) for i in range(n)]
-
-        self.patch_embed = PatchEmbed2D(in_channels, embed_dim, patch_size, patch_norm)
 
         def schedule(ds):
             dpr = torch.linspace(0, drop_path_rate, sum(ds), device="cpu").tolist()  # cpu: buildable on meta
@@ -166,44 +141,16 @@ class SwinUNet(nn.Module):
         rates_dec = rates if dec == depths else schedule(dec)
         common = {"window_size": window_size, "mlp_ratio": mlp_ratio, "qkv_bias": qkv_bias}
 
-        self.layers = nn.ModuleList(
-            SwinStage(dims[i], depths[i], num_heads[i], drop_path=rates[i], input_resolution=res[i],
-                      downsample=i < n - 1, **common)
-            for i in range(n))
+        def stage(i: int, decoder: bool) -> SwinStage:  # decoder stages use the heads of their resolution
+            if decoder:
+                return SwinStage(dims[i], dec[i], num_heads[i], drop_path=rates_dec[i], input_resolution=res[i],
+                                 upsample=i > 0, **common)
+            return SwinStage(dims[i], depths[i], num_heads[i], drop_path=rates[i], input_resolution=res[i],
+                             downsample=i < n - 1, **common)
 
-        self.layers_up = nn.ModuleList()
-        self.concat_back_dim = nn.ModuleList()
-        for j in range(n):
-            i = n - 1 - j  # encoder stage at this resolution
-            if j == 0:
-                self.layers_up.append(PatchExpand(dims[i]) if n > 1 else nn.Identity())
-                self.concat_back_dim.append(nn.Identity())
-            else:
-                self.layers_up.append(SwinStage(dims[i], dec[i], num_heads[i], drop_path=rates_dec[i],
-                                                input_resolution=res[i], upsample=i > 0, **common))
-                self.concat_back_dim.append(nn.Linear(2 * dims[i], dims[i]))
-
-        self.norm = nn.LayerNorm(dims[-1])
-        self.norm_up = nn.LayerNorm(embed_dim)
-        self.up = FinalPatchExpand(embed_dim, scale=patch_size)
-        self.output = nn.Conv2d(embed_dim, num_classes, kernel_size=1, bias=False)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        # As SwinTransformerSys._init_weights (relative position tables keep their trunc-normal(0.02) init).
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-
-    # The encoder/decoder walk, padding and head are Mamba-UNet's (the same Swin-UNet skeleton).
-    forward_features = MambaUNet.forward_features
-    forward_up_features = MambaUNet.forward_up_features
-    forward = MambaUNet.forward
+        # The relative-position tables keep their trunc-normal(0.02) init (SwinUNetShape._init_weights touches
+        # Linear and LayerNorm only, as SwinTransformerSys._init_weights).
+        self._build(in_channels, num_classes, patch_size, embed_dim, n, patch_norm, stage)
 
 
 _ACDC_CFG = {"img_size": 224, "patch_size": 4, "embed_dim": 96, "depths": (2, 2, 2, 2), "depths_decoder": None,
