@@ -85,7 +85,7 @@ from mambaseg.models.mamba_unet import (
     PatchMerging2D,
     VSSStage,
 )
-from mambaseg.models.unet import crop_outputs, supervised_logits
+from mambaseg.models.unet import DeepSupervisionSwitch, crop_outputs, supervised_logits
 
 __all__ = ["SwinUMamba", "SwinUMambaD", "SwinUMambaDDecoder", "VSSMEncoder"]
 
@@ -354,7 +354,7 @@ class SwinUMambaDDecoder(nn.Module):
             yield x
 
 
-class SwinUMambaD(nn.Module):
+class SwinUMambaD(DeepSupervisionSwitch):
     """Swin-UMamba-D (official ``SwinUMambaD``): VMamba encoder on the image, VSS decoder.
 
     Args:
@@ -400,14 +400,6 @@ class SwinUMambaD(nn.Module):
             nn.init.kaiming_normal_(m.weight, a=1e-2)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-
-    @property
-    def deep_supervision(self) -> bool:
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, value: bool) -> None:
-        self.decoder.deep_supervision = bool(value)
 
     def level_strides(self) -> list[tuple]:
         """Output stride of every deep-supervision level, highest resolution first."""

@@ -63,10 +63,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks import MambaLayer
-from mambaseg.layers.padding import crop_outputs, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.unet import (
     ConvNormAct,
+    EncoderDecoderNet,
     IntOrSeq,
     _check_dims,
     _per_axis,
@@ -235,7 +235,7 @@ class UNetResDecoder(nn.Module):
             yield x
 
 
-class UMambaBot(nn.Module):
+class UMambaBot(EncoderDecoderNet):
     """U-Mamba Bot for 2D or 3D inputs.
 
     Args:
@@ -279,29 +279,11 @@ class UMambaBot(nn.Module):
         self.mamba_layer = MambaLayer(features[-1], d_state=d_state, d_conv=d_conv, expand=expand, backend=backend)
         self.decoder = UNetResDecoder(self.encoder, num_classes, n_dec, deep_supervision)
 
-    @property
-    def deep_supervision(self) -> bool:
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, value: bool) -> None:
-        self.decoder.deep_supervision = bool(value)
-
-    def level_strides(self) -> List[tuple]:
-        """Cumulative stride of every encoder stage (= of every output level, highest resolution first)."""
-        out, cum = [], [1] * self.spatial_dims
-        for st in self.encoder.strides:
-            cum = [c * s for c, s in zip(cum, st)]
-            out.append(tuple(cum))
-        return out
-
-    def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
-        """``(B, C_in, *S)`` -> logits ``(B, K, *S)`` (or the deep-supervision list)."""
-        lv = self.level_strides()
-        x, spatial = pad_to_multiple(x, lv[-1], mode="constant")
+    def skips(self, x: Tensor) -> List[Tensor]:
+        """Encoder features, the deepest one through the bottleneck Mamba layer."""
         skips = self.encoder(x)
         skips[-1] = self.mamba_layer(skips[-1])
-        return crop_outputs(self.decoder(skips), spatial, lv)
+        return skips
 
 
 _UMAMBA_CFG: dict = dict(kernel_size=3, n_conv_per_stage=2, n_conv_per_stage_decoder=2, conv_bias=True,

@@ -77,10 +77,9 @@ import torch
 from torch import Tensor, nn
 
 from mambaseg.blocks import MambaLayer
-from mambaseg.layers.padding import crop_outputs, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.umamba import UNetResDecoder, UNetResEncoder, _res_stage
-from mambaseg.models.unet import IntOrSeq, _check_dims, _per_stage, default_features
+from mambaseg.models.unet import EncoderDecoderNet, IntOrSeq, _check_dims, _per_stage, default_features
 
 __all__ = ["UMambaEnc", "ResidualMambaEncoder", "UNetResDecoderAllSkips", "ChannelTokenMambaLayer",
            "default_input_size"]
@@ -232,7 +231,7 @@ class UNetResDecoderAllSkips(UNetResDecoder):
             yield x
 
 
-class UMambaEnc(nn.Module):
+class UMambaEnc(EncoderDecoderNet):
     """U-Mamba Enc for 2D or 3D inputs.
 
     Args:
@@ -301,28 +300,6 @@ class UMambaEnc(nn.Module):
     def input_size(self) -> Optional[Tuple[int, ...]]:
         """The spatial size the network was built for (``None``: patch tokens only)."""
         return self.encoder.input_size
-
-    @property
-    def deep_supervision(self) -> bool:
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, value: bool) -> None:
-        self.decoder.deep_supervision = bool(value)
-
-    def level_strides(self) -> List[tuple]:
-        """Cumulative stride of every encoder stage (= of every output level, highest resolution first)."""
-        out, cum = [], [1] * self.spatial_dims
-        for st in self.encoder.strides:
-            cum = [c * s for c, s in zip(cum, st)]
-            out.append(tuple(cum))
-        return out
-
-    def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
-        """``(B, C_in, *S)`` -> logits ``(B, K, *S)`` (or the deep-supervision list)."""
-        lv = self.level_strides()
-        x, spatial = pad_to_multiple(x, lv[-1], mode="constant")
-        return crop_outputs(self.decoder(self.encoder(x)), spatial, lv)
 
 
 _UMAMBA_ENC_CFG: dict = dict(input_size="auto", kernel_size=3, n_conv_per_stage=2, n_conv_per_stage_decoder=2,

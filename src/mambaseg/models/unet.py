@@ -48,8 +48,8 @@ from torch import Tensor, nn
 from mambaseg.layers.padding import crop_outputs, pad_to_multiple
 from mambaseg.models._registry import register_model
 
-__all__ = ["UNet", "PlainConvEncoder", "UNetDecoder", "ConvNormAct", "StackedConvBlocks",
-           "conv_op_for", "norm_op_for", "transp_conv_op_for", "default_features"]
+__all__ = ["UNet", "EncoderDecoderNet", "DeepSupervisionSwitch", "PlainConvEncoder", "UNetDecoder", "ConvNormAct",
+           "StackedConvBlocks", "conv_op_for", "norm_op_for", "transp_conv_op_for", "default_features"]
 
 IntOrSeq = Union[int, Sequence[int]]
 
@@ -254,7 +254,46 @@ class UNetDecoder(nn.Module):
             yield x
 
 
-class UNet(nn.Module):
+class DeepSupervisionSwitch(nn.Module):
+    """A ``deep_supervision`` attribute that lives on ``self.decoder`` (as the decoder decides what it returns)."""
+
+    @property
+    def deep_supervision(self) -> bool:
+        return self.decoder.deep_supervision
+
+    @deep_supervision.setter
+    def deep_supervision(self, value: bool) -> None:
+        self.decoder.deep_supervision = bool(value)
+
+
+class EncoderDecoderNet(DeepSupervisionSwitch):
+    """What the nnU-Net-style networks share (U-Net, U-Mamba Bot, U-Mamba Enc): output levels at the encoder's
+    cumulative strides, and a forward that pads to the total stride and crops every output back.
+
+    Subclasses set ``self.spatial_dims``, ``self.encoder`` (with ``strides``, returning the skips) and
+    ``self.decoder``; :meth:`skips` may transform the encoder's output (U-Mamba Bot's bottleneck Mamba).
+    """
+
+    def level_strides(self) -> List[Tuple[int, ...]]:
+        """Cumulative stride of every encoder stage (= of every output level, highest resolution first)."""
+        out, cum = [], [1] * self.spatial_dims
+        for st in self.encoder.strides:
+            cum = [c * s for c, s in zip(cum, st)]
+            out.append(tuple(cum))
+        return out
+
+    def skips(self, x: Tensor) -> List[Tensor]:
+        """Encoder features of every stage, highest resolution first: ``(B, C_s, *S / stride_s)``."""
+        return self.encoder(x)
+
+    def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
+        """``(B, C_in, *S)`` -> logits ``(B, K, *S)`` (or the deep-supervision list)."""
+        lv = self.level_strides()
+        x, spatial = pad_to_multiple(x, lv[-1], mode="constant")
+        return crop_outputs(self.decoder(self.skips(x)), spatial, lv)
+
+
+class UNet(EncoderDecoderNet):
     """nnU-Net v2 ``PlainConvUNet`` for 2D or 3D inputs.
 
     Args:
@@ -289,28 +328,6 @@ class UNet(nn.Module):
         self.encoder = PlainConvEncoder(in_channels, features, spatial_dims, kernel_size, strides,
                                         n_conv_per_stage, conv_bias, return_skips=True)
         self.decoder = UNetDecoder(self.encoder, num_classes, n_conv_per_stage_decoder, deep_supervision)
-
-    @property
-    def deep_supervision(self) -> bool:
-        return self.decoder.deep_supervision
-
-    @deep_supervision.setter
-    def deep_supervision(self, value: bool) -> None:
-        self.decoder.deep_supervision = bool(value)
-
-    def level_strides(self) -> List[Tuple[int, ...]]:
-        """Cumulative stride of every encoder stage (= of every output level, highest resolution first)."""
-        out, cum = [], [1] * self.spatial_dims
-        for st in self.encoder.strides:
-            cum = [c * s for c, s in zip(cum, st)]
-            out.append(tuple(cum))
-        return out
-
-    def forward(self, x: Tensor) -> Union[Tensor, List[Tensor]]:
-        """``(B, C_in, *S)`` -> logits ``(B, K, *S)`` (or the deep-supervision list)."""
-        lv = self.level_strides()
-        x, spatial = pad_to_multiple(x, lv[-1], mode="constant")
-        return crop_outputs(self.decoder(self.encoder(x)), spatial, lv)
 
 
 _UNET_CFG: dict = dict(kernel_size=3, n_conv_per_stage=2, n_conv_per_stage_decoder=2, conv_bias=True,
