@@ -74,6 +74,7 @@ from mambaseg.models.unet import (
     conv_op_for,
     default_features,
     norm_op_for,
+    set_encoder_geometry,
     supervised_logits,
 )
 
@@ -167,13 +168,7 @@ class UNetResEncoder(nn.Module):
                  kernel_sizes: Union[IntOrSeq, Sequence[IntOrSeq]] = 3, strides: Optional[Sequence[IntOrSeq]] = None,
                  n_blocks_per_stage: Union[int, Sequence[int]] = 2, conv_bias: bool = True) -> None:
         super().__init__()
-        n = len(features_per_stage)
-        self.spatial_dims = _check_dims(spatial_dims)
-        if strides is None:
-            strides = [1] + [2] * (n - 1)
-        self.output_channels = [int(f) for f in features_per_stage]
-        self.kernel_sizes = [_per_axis(k, spatial_dims) for k in _per_stage(kernel_sizes, n, "kernel_sizes")]
-        self.strides = [_per_axis(s, spatial_dims) for s in _per_stage(strides, n, "strides")]
+        n = set_encoder_geometry(self, features_per_stage, spatial_dims, kernel_sizes, strides)
         n_blocks = _per_stage(n_blocks_per_stage, n, "n_blocks_per_stage")
         self.conv_bias = conv_bias
         f0 = self.output_channels[0]

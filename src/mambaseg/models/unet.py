@@ -155,6 +155,22 @@ class StackedConvBlocks(nn.Module):
         return self.convs(x)
 
 
+def set_encoder_geometry(encoder: nn.Module, features_per_stage: Sequence[int], spatial_dims: int,
+                         kernel_sizes: Union[IntOrSeq, Sequence[IntOrSeq]],
+                         strides: Optional[Sequence[IntOrSeq]]) -> int:
+    """Sets an nnU-Net-style encoder's ``spatial_dims``, ``output_channels`` and per-stage, per-axis
+    ``kernel_sizes`` and ``strides`` (default ``(1, 2, 2, ...)``), the attributes its decoder reads; returns the
+    number of stages."""
+    n = len(features_per_stage)
+    encoder.spatial_dims = _check_dims(spatial_dims)
+    if strides is None:
+        strides = [1] + [2] * (n - 1)
+    encoder.output_channels = [int(f) for f in features_per_stage]
+    encoder.kernel_sizes = [_per_axis(k, spatial_dims) for k in _per_stage(kernel_sizes, n, "kernel_sizes")]
+    encoder.strides = [_per_axis(s, spatial_dims) for s in _per_stage(strides, n, "strides")]
+    return n
+
+
 class PlainConvEncoder(nn.Module):
     """nnU-Net's plain conv encoder: one :class:`StackedConvBlocks` per stage (strided first conv).
 
@@ -178,13 +194,7 @@ class PlainConvEncoder(nn.Module):
                  strides: Optional[Sequence[IntOrSeq]] = None, n_conv_per_stage: Union[int, Sequence[int]] = 2,
                  conv_bias: bool = True, return_skips: bool = True) -> None:
         super().__init__()
-        n = len(features_per_stage)
-        self.spatial_dims = _check_dims(spatial_dims)
-        if strides is None:
-            strides = [1] + [2] * (n - 1)
-        self.output_channels = [int(f) for f in features_per_stage]
-        self.kernel_sizes = [_per_axis(k, spatial_dims) for k in _per_stage(kernel_sizes, n, "kernel_sizes")]
-        self.strides = [_per_axis(s, spatial_dims) for s in _per_stage(strides, n, "strides")]
+        n = set_encoder_geometry(self, features_per_stage, spatial_dims, kernel_sizes, strides)
         n_conv = _per_stage(n_conv_per_stage, n, "n_conv_per_stage")
         self.conv_bias = conv_bias
         self.return_skips = return_skips
