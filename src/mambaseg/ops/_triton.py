@@ -720,23 +720,23 @@ class _TritonScanFn(torch.autograd.Function):
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, softplus, options):
         launch = _Launch(u, A, B, C, D, z, delta_bias, softplus, **options)
         k, f32 = launch.kernels, dict(dtype=torch.float32, device=u.device)
-        # chunk end states (pass 1), then chunk start states; zeros are the start state when there is one chunk
+        # the state entering every chunk (what the backward needs); chunk 0 starts from zeros
         states = torch.zeros(launch.batch, launch.dim, launch.n_chunks, launch.n_state, **f32)
-        sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
         out = torch.empty_like(u)
         last = torch.empty(launch.batch, launch.dim, launch.n_state, **f32)
-        common = (launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T, launch.P,
-                  launch.n_pblocks, *launch.b_strides, *launch.c_strides)
         args = (u, delta, A, B, C, _placeholder(D, u), _placeholder(z, u), _placeholder(delta_bias, u))
-        consts = dict(B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, BLOCK_D=launch.block_d,
-                      BLOCK_N=launch.block_n, **launch.flags)
         if launch.forward == "single_pass":
             k._fwd_single_pass_kernel[(launch.batch, launch.dim)](
                 *args, out, states, last, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T,
                 launch.P, *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed,
                 BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, num_warps=launch.num_warps, **launch.flags)
         else:
-            if launch.n_chunks > 1:  # pass 1: end state of every chunk but the last from a zero start
+            sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
+            common = (launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T, launch.P,
+                      launch.n_pblocks, *launch.b_strides, *launch.c_strides)
+            consts = dict(B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, BLOCK_D=launch.block_d,
+                          BLOCK_N=launch.block_n, **launch.flags)
+            if launch.n_chunks > 1:  # pass 1: end states of every chunk but the last, from zero; combine: starts
                 k._fwd_chunk_kernel[launch.grid(launch.n_chunks - 1)](*args, out, states, sumdelta, last, *common,
                                                                       OUTPUT=False, num_warps=launch.num_warps,
                                                                       **consts)
