@@ -186,6 +186,23 @@ class SwinUNetShape(nn.Module):
         Input ``(B, in_channels, H, W)`` of any size, output logits ``(B, num_classes, H, W)``.
     """
 
+    @staticmethod
+    def _stage_depths(name: str, spatial_dims: int, depths: Sequence[int]) -> tuple[int, ...]:
+        """Checks the 2D-only rule and that there is at least one stage; returns ``depths`` as ints."""
+        if spatial_dims != 2:
+            raise ValueError(f"{name} is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")
+        depths = tuple(int(d) for d in depths)
+        if not depths:
+            raise ValueError("depths must have at least one stage")
+        return depths
+
+    @staticmethod
+    def _drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
+        """Stochastic depth ``linspace(0, rate, sum(depths))`` cut into one list per stage (computed on the CPU, so
+        that a model can be built on the meta device)."""
+        dpr = torch.linspace(0, rate, sum(depths), device="cpu").tolist()
+        return [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
+
     def _build(self, in_channels: int, num_classes: int, patch_size: int, embed_dim: int, n_stages: int,
                patch_norm: bool, stage: Callable[[int, bool], nn.Module]) -> None:
         """Creates the modules in the official order. ``stage(i, decoder)`` returns the encoder stage ``i`` (it
@@ -277,15 +294,10 @@ class MambaUNet(SwinUNetShape):
                  embed_dim: int = 96, depths: Sequence[int] = (2, 2, 2, 2), d_state: int = 16,
                  drop_path_rate: float = 0.2, scan: ScanLike = "cross", patch_norm: bool = True) -> None:
         super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"MambaUNet is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")
-        depths = tuple(int(d) for d in depths)
+        depths = self._stage_depths("MambaUNet", spatial_dims, depths)
         n = len(depths)
-        if n < 1:
-            raise ValueError("depths must have at least one stage")
         dims = [embed_dim * 2 ** i for i in range(n)]
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        rates = [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(n)]
+        rates = self._drop_path_rates(drop_path_rate, depths)
 
         def stage(i: int, decoder: bool) -> VSSStage:  # a decoder stage reuses its resolution's encoder rates
             return VSSStage(dims[i], depths[i], rates[i], d_state, scan, downsample=not decoder and i < n - 1,

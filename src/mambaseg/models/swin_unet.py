@@ -60,8 +60,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-
 from mambaseg.blocks.swin import SwinTransformerBlock
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import ResolutionStage, SwinUNetShape
@@ -117,12 +115,8 @@ class SwinUNet(SwinUNetShape):
                  window_size: int = 7, mlp_ratio: float = 4.0, drop_path_rate: float = 0.2,
                  qkv_bias: bool = True, patch_norm: bool = True) -> None:
         super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"SwinUNet is 2D only (spatial_dims=2), got spatial_dims={spatial_dims}")
-        depths = tuple(int(d) for d in depths)
+        depths = self._stage_depths("SwinUNet", spatial_dims, depths)
         n = len(depths)
-        if n < 1:
-            raise ValueError("depths must have at least one stage")
         num_heads = tuple(int(h) for h in num_heads)
         if len(num_heads) != n:
             raise ValueError(f"num_heads needs {n} entries, got {num_heads}")
@@ -132,13 +126,8 @@ class SwinUNet(SwinUNetShape):
         dims = [embed_dim * 2 ** i for i in range(n)]
         grid = img_size // patch_size
         res = [(grid // 2 ** i, grid // 2 ** i) for i in range(n)]
-
-        def schedule(ds):
-            dpr = torch.linspace(0, drop_path_rate, sum(ds), device="cpu").tolist()  # cpu: buildable on meta
-            return [dpr[sum(ds[:i]):sum(ds[:i + 1])] for i in range(n)]
-
-        rates = schedule(depths)
-        rates_dec = rates if dec == depths else schedule(dec)
+        rates = self._drop_path_rates(drop_path_rate, depths)
+        rates_dec = rates if dec == depths else self._drop_path_rates(drop_path_rate, dec)
         common = {"window_size": window_size, "mlp_ratio": mlp_ratio, "qkv_bias": qkv_bias}
 
         def stage(i: int, decoder: bool) -> SwinStage:  # decoder stages use the heads of their resolution
