@@ -299,6 +299,9 @@ def report(data) -> str:
              f"{data['versions'].get('triton')}. Device time from CUDA-graph replays (median of {data['rounds']} "
              f"rounds of {data['reps']} replays; inputs rotate over copies larger than the L2). Measured copy "
              f"bandwidth {data['copy_bytes_per_s'] / 1e9:.0f} GB/s (read + write), used for the HBM floor.", "",
+             *([f"Machine: {data['gpu']}; host {m['cpu']}, {m['logical_cores']} logical cores, {m['memory_gb']} GB "
+                f"RAM, {m['os']}, Python {m['python']}; git commit {m['git_commit']}.", ""]
+               if (m := data.get("machine")) else []),
              *([f"mamba_ssm's timings come from `{data['others_from']['file']}` ({data['others_from']['date']}, "
                 f"another run on an {data['gpu']}): `chunked`, timed in both runs, agrees within "
                 f"{data['others_from']['chunked_max_deviation'] * 100:.1f} % at every shape.", ""]
