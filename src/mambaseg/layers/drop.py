@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor, nn
 
-__all__ = ["DropPath", "drop_path"]
+__all__ = ["DropPath", "drop_path", "stage_drop_path_rates"]
+
+
+def stage_drop_path_rates(rate: float, depths: Sequence[int], descending: bool = False) -> list[list[float]]:
+    """The Swin/VMamba stochastic-depth schedule: ``linspace(0, rate, sum(depths))`` cut into one list per stage.
+
+    Args:
+        rate: the largest drop probability (the last block's).
+        depths: blocks per stage.
+        descending: reverse the whole schedule before cutting it (decoders that start deep: VM-UNet).
+
+    Returns:
+        ``len(depths)`` lists, stage ``i`` holding ``depths[i]`` rates. Computed on the CPU, so that a model can be
+        built under another default device (meta).
+    """
+    depths = [int(d) for d in depths]
+    rates = torch.linspace(0, rate, sum(depths), device="cpu").tolist()
+    if descending:
+        rates = rates[::-1]
+    return [rates[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
 
 
 def drop_path(x: Tensor, p: float = 0.0, training: bool = False) -> Tensor:

@@ -70,7 +70,7 @@ from torch.nn.init import trunc_normal_
 
 from mambaseg.blocks import SS2D
 from mambaseg.blocks.ss2d import ScanLike
-from mambaseg.layers import DropPath
+from mambaseg.layers import DropPath, stage_drop_path_rates
 from mambaseg.models._registry import register_model
 from mambaseg.models.ultralight_vm_unet import (
     SCAttBridge,
@@ -270,8 +270,7 @@ class HVMUNet(nn.Module):
         if any(v % 4 for v in c) or any(c[i] % m for i, m in need.items()):
             raise ValueError(f"c_list {c_list}: widths must be multiples of 4 and c1..c5 of 4, 8, 16, 32, 32")
         self.in_channels, self.num_classes, self.bridge = in_channels, num_classes, bridge
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        offs = [sum(depths[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
 
         def stage(dim: int, out: int, i: int, rates: Sequence[float]) -> nn.Sequential:
             blocks = [HVSSBlock(dim, self.orders[i], drop_path=rates[j], layer_scale_init_value=layer_scale_init_value,
@@ -282,14 +281,14 @@ class HVMUNet(nn.Module):
         self.encoder2 = nn.Sequential(nn.Conv2d(c[0], c[1], 3, stride=1, padding=1))
         for i in range(4):  # encoder3..6: c_{i+1} -> c_{i+2}
             setattr(self, f"encoder{i + 3}",
-                    stage(c[i + 1], c[i + 2], i, dpr[offs[i]:offs[i] + depths[i]]))
+                    stage(c[i + 1], c[i + 2], i, rates[i]))
         if bridge:
             self.scab = SCAttBridge(c, split_att)
-        # decoder1..4: c_{5-k} -> c_{4-k}, orders 5, 4, 3, 2; decoder1 uses dpr[offs[3]] for all blocks
-        self.decoder1 = stage(c[5], c[4], 3, [dpr[offs[3]]] * depths[3])
+        # decoder1..4: c_{5-k} -> c_{4-k}, orders 5, 4, 3, 2; decoder1 uses the first rate of stage 3 for all blocks
+        self.decoder1 = stage(c[5], c[4], 3, [rates[3][0]] * depths[3])
         for k in range(1, 4):
             i = 3 - k
-            setattr(self, f"decoder{k + 1}", stage(c[5 - k], c[4 - k], i, dpr[offs[i]:offs[i] + depths[i]]))
+            setattr(self, f"decoder{k + 1}", stage(c[5 - k], c[4 - k], i, rates[i]))
         self.decoder5 = nn.Sequential(nn.Conv2d(c[1], c[0], 3, stride=1, padding=1))
         _add_norms_and_head(self, c, num_classes)
 

@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from mambaseg.blocks import VSSBlock
 from mambaseg.blocks.ss2d import ScanLike
+from mambaseg.layers import stage_drop_path_rates
 from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 
@@ -196,13 +197,6 @@ class SwinUNetShape(nn.Module):
             raise ValueError("depths must have at least one stage")
         return depths
 
-    @staticmethod
-    def _drop_path_rates(rate: float, depths: Sequence[int]) -> list[list[float]]:
-        """Stochastic depth ``linspace(0, rate, sum(depths))`` cut into one list per stage (computed on the CPU, so
-        that a model can be built on the meta device)."""
-        dpr = torch.linspace(0, rate, sum(depths), device="cpu").tolist()
-        return [dpr[sum(depths[:i]):sum(depths[:i + 1])] for i in range(len(depths))]
-
     def _build(self, in_channels: int, num_classes: int, patch_size: int, embed_dim: int, n_stages: int,
                patch_norm: bool, stage: Callable[[int, bool], nn.Module]) -> None:
         """Creates the modules in the official order. ``stage(i, decoder)`` returns the encoder stage ``i`` (it
@@ -297,7 +291,7 @@ class MambaUNet(SwinUNetShape):
         depths = self._stage_depths("MambaUNet", spatial_dims, depths)
         n = len(depths)
         dims = [embed_dim * 2 ** i for i in range(n)]
-        rates = self._drop_path_rates(drop_path_rate, depths)
+        rates = stage_drop_path_rates(drop_path_rate, depths)
 
         def stage(i: int, decoder: bool) -> VSSStage:  # a decoder stage reuses its resolution's encoder rates
             return VSSStage(dims[i], depths[i], rates[i], d_state, scan, downsample=not decoder and i < n - 1,

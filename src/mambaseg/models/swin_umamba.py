@@ -75,6 +75,7 @@ import torch
 from torch import Tensor, nn
 
 from mambaseg.blocks.ss2d import ScanLike
+from mambaseg.layers import stage_drop_path_rates
 from mambaseg.layers.padding import pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import (
@@ -199,9 +200,9 @@ class VSSMEncoder(nn.Module):
             raise ValueError(f"each encoder width must double the previous one (PatchMerging2D), got {dims}")
         self.dims = dims
         self.patch_embed = PatchEmbed2D(in_channels, dims[0], patch_size, patch_norm=True)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = stage_drop_path_rates(drop_path_rate, depths)
         self.layers = nn.ModuleList(
-            VSSStage(dims[i], depths[i], dpr[sum(depths[:i]):sum(depths[:i + 1])], d_state, scan)
+            VSSStage(dims[i], depths[i], rates[i], d_state, scan)
             for i in range(n))
         self.downsamples = nn.ModuleList(PatchMerging2D(dims[i]) for i in range(n - 1))
         self.apply(MambaUNet._init_weights)

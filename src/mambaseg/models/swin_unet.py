@@ -61,6 +61,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mambaseg.blocks.swin import SwinTransformerBlock
+from mambaseg.layers import stage_drop_path_rates
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import ResolutionStage, SwinUNetShape
 
@@ -126,8 +127,8 @@ class SwinUNet(SwinUNetShape):
         dims = [embed_dim * 2 ** i for i in range(n)]
         grid = img_size // patch_size
         res = [(grid // 2 ** i, grid // 2 ** i) for i in range(n)]
-        rates = self._drop_path_rates(drop_path_rate, depths)
-        rates_dec = rates if dec == depths else self._drop_path_rates(drop_path_rate, dec)
+        rates = stage_drop_path_rates(drop_path_rate, depths)
+        rates_dec = rates if dec == depths else stage_drop_path_rates(drop_path_rate, dec)
         common = {"window_size": window_size, "mlp_ratio": mlp_ratio, "qkv_bias": qkv_bias}
 
         def stage(i: int, decoder: bool) -> SwinStage:  # decoder stages use the heads of their resolution

@@ -53,11 +53,11 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
-import torch
 from torch import Tensor, nn
 
 from mambaseg.blocks import VSSBlock
 from mambaseg.blocks.ss2d import ScanLike
+from mambaseg.layers import stage_drop_path_rates
 from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.models.mamba_unet import MambaUNet, PatchEmbed2D, PatchExpand, VSSStage, _pixel_unshuffle_last
@@ -152,17 +152,15 @@ class VMUNet(nn.Module):
         self.size_divisor = patch_size * 2 ** (n - 1)
 
         self.patch_embed = PatchEmbed2D(in_channels, embed_dim, patch_size, patch_norm=True)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
-        dpr_dec = torch.linspace(0, drop_path_rate, sum(depths_decoder)).tolist()[::-1]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
+        rates_dec = stage_drop_path_rates(drop_path_rate, depths_decoder, descending=True)
 
         self.layers = nn.ModuleList(
-            VSSStage(dims[i], depths[i], dpr[sum(depths[:i]):sum(depths[:i + 1])], d_state, scan,
+            VSSStage(dims[i], depths[i], rates[i], d_state, scan,
                      downsample=i < n - 1)
             for i in range(n))
         self.layers_up = nn.ModuleList(
-            VSSStageUp(dims_decoder[j], depths_decoder[j],
-                       dpr_dec[sum(depths_decoder[:j]):sum(depths_decoder[:j + 1])], d_state, scan,
-                       upsample=j != 0)
+            VSSStageUp(dims_decoder[j], depths_decoder[j], rates_dec[j], d_state, scan, upsample=j != 0)
             for j in range(n))
         self.final_up = FinalPatchExpand2D(dims_decoder[-1], scale=patch_size)
         self.final_conv = nn.Conv2d(dims_decoder[-1] // patch_size, num_classes, kernel_size=1)
