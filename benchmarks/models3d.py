@@ -75,6 +75,71 @@ MEMORY_CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_":
 TUNED_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(16 * 2**30), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**30),
                     "MALLOC_TOP_PAD_": str(2**30)}
 
+#: Where ``--malloc jemalloc`` looks for the library (Debian/Ubuntu ``libjemalloc2``, Fedora/RHEL ``jemalloc``)
+#: unless ``JEMALLOC_PATH`` names it.
+JEMALLOC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+                       "/usr/lib64/libjemalloc.so.2", "/usr/local/lib/libjemalloc.so.2", "/usr/lib/libjemalloc.so.2")
+
+
+#: jemalloc settings of ``--malloc jemalloc``: freed memory is never handed back to the system, so a step reuses the
+#: pages of the steps before it instead of faulting in fresh ones (PyTorch's performance tuning guide recommends
+#: jemalloc or TCMalloc on CPU for this reuse; with jemalloc's default 10 s decay a SegMamba 64^3 training step on
+#: this 2-core machine took 43 % longer, with 4.5x the system time).
+JEMALLOC_CONF = "background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1"
+
+
+def find_jemalloc() -> str:
+    """Path of the jemalloc shared library for ``LD_PRELOAD`` (``JEMALLOC_PATH`` first, then the usual places)."""
+    for path in (os.environ.get("JEMALLOC_PATH"), *JEMALLOC_CANDIDATES):
+        if path and Path(path).is_file():
+            return path
+    raise FileNotFoundError("--malloc jemalloc: no libjemalloc.so.2 found (looked in JEMALLOC_PATH and "
+                            f"{', '.join(JEMALLOC_CANDIDATES)}); install it (Debian/Ubuntu: apt-get install "
+                            "libjemalloc2) or set JEMALLOC_PATH")
+
+
+def malloc_env(malloc: str) -> dict | None:
+    """Environment of a CPU timing process: None (glibc defaults), :data:`TUNED_MALLOC_ENV`, or jemalloc preloaded
+    with :data:`JEMALLOC_CONF`."""
+    if malloc == "tuned":
+        return TUNED_MALLOC_ENV
+    if malloc == "jemalloc":
+        return {"LD_PRELOAD": find_jemalloc(), "MALLOC_CONF": JEMALLOC_CONF}
+    return None
+
+
+def jemalloc_thread_peak(step) -> float | None:
+    """MB by which the bytes allocated (net of frees) on this thread rose at most during ``step()``: jemalloc's
+    ``thread.peak`` counter, the CPU counterpart of ``torch.cuda.max_memory_allocated`` minus the allocation before
+    the step. Independent of how the allocator maps pages. None when jemalloc (5.3 or later) is not loaded.
+
+    Allocations made by other threads are not counted; with one intra-op thread PyTorch allocates every tensor on
+    the calling thread.
+    """
+    import ctypes
+
+    try:
+        mallctl = ctypes.CDLL(None).mallctl
+    except AttributeError:
+        return None
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.POINTER(ctypes.c_size_t), ctypes.c_void_p,
+                        ctypes.c_size_t]
+    if mallctl(b"thread.peak.reset", None, None, None, 0) != 0:
+        return None
+    step()
+    value, size = ctypes.c_uint64(), ctypes.c_size_t(8)
+    if mallctl(b"thread.peak.read", ctypes.byref(value), ctypes.byref(size), None, 0) != 0:
+        return None
+    return value.value / 2**20
+
+
+def active_allocator() -> str:
+    """``jemalloc`` when that library is mapped into this process, else ``glibc``."""
+    try:
+        return "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "glibc"
+    except OSError:
+        return "unknown"
+
 
 def _setup(spec: dict):
     """Model, input, random labels and one training ``step()`` of a case (SGD as SegMamba and nnU-Net train)."""
@@ -134,11 +199,12 @@ def measure_child(spec: dict) -> dict:
     model.train()
     step()  # warm-up
     memory = _memory_mb(device, step) if device == "cuda" else {"delta": None, "absolute": None}
+    peak_alloc = jemalloc_thread_peak(step) if device == "cpu" and active_allocator() == "jemalloc" else None
     train = timed(step, spec["reps"], device)
     return {"params": count_parameters(model), "gflops": flops["total"] / 1e9,
             "scan_share": flops["scan"] / max(flops["total"], 1), "fwd_ms": _stats(fwd), "train_ms": _stats(train),
             "peak_train_mb": memory["delta"], "peak_train_abs_mb": memory["absolute"],
-            "threads": torch.get_num_threads()}
+            "peak_alloc_mb": peak_alloc, "threads": torch.get_num_threads(), "allocator": active_allocator()}
 
 
 def _stats(seconds):
@@ -164,10 +230,10 @@ def _child(spec: dict, timeout: float, env: dict | None = None) -> dict:
 
 def run_case(model: str, size: tuple, reps: int, device: str, timeout: float, malloc: str = "default",
              memory: bool = True) -> dict:
-    """Timings (one process, glibc as ``malloc`` says) and, on CPU, the peak memory (a second process under
+    """Timings (one process, the allocator settings :func:`malloc_env` gives for ``malloc``) and, on CPU, the peak memory (a second process under
     :data:`MEMORY_CHILD_ENV`, unless ``memory`` is False)."""
     spec = {"model": model, "size": list(size), "reps": reps, "device": device, "mode": "time"}
-    res = _child(spec, timeout, TUNED_MALLOC_ENV if malloc == "tuned" and device == "cpu" else None)
+    res = _child(spec, timeout, malloc_env(malloc) if device == "cpu" else None)
     res["malloc"] = malloc
     if device == "cpu" and "error" not in res:
         res.update(memory_case(model, size, device, timeout) if memory else
@@ -199,9 +265,8 @@ def growth(run: dict) -> list:
             continue
         a, b = (row["results"]["x".join(map(str, s))] for s in (ok[0], ok[-1]))
         mem = b["peak_train_mb"] / a["peak_train_mb"] if (a["peak_train_mb"] or 0) > 0 and b["peak_train_mb"] else None
-        saved = (b["saved_for_backward_mb"] / a["saved_for_backward_mb"]
-                 if a.get("saved_for_backward_mb") and b.get("saved_for_backward_mb") else None)
-        out.append({"model": row["model"], "saved_ratio": saved, "from": "x".join(map(str, ok[0])), "to": "x".join(map(str, ok[-1])),
+        saved, alloc = (b[k] / a[k] if a.get(k) and b.get(k) else None for k in ("saved_for_backward_mb", "peak_alloc_mb"))
+        out.append({"model": row["model"], "saved_ratio": saved, "alloc_ratio": alloc, "from": "x".join(map(str, ok[0])), "to": "x".join(map(str, ok[-1])),
                     "voxel_ratio": voxels(ok[-1]) / voxels(ok[0]),
                     "fwd_ratio": b["fwd_ms"]["min"] / a["fwd_ms"]["min"],
                     "train_ratio": b["train_ms"]["min"] / a["train_ms"]["min"], "memory_ratio": mem, "gflops_ratio": b["gflops"] / a["gflops"]})
@@ -234,6 +299,10 @@ def write_report(path: Path, data: dict) -> None:
              "tensors (the default dynamic threshold lets the warm-up step's freed blocks be reused unseen); "
              "CUDA = `torch.cuda.max_memory_allocated()` minus the allocation before the step (absolute peak, with "
              "weights, gradients and optimizer state, in parentheses).",
+             "- Peak allocated (CPU, only in timing processes run with `--malloc jemalloc`): jemalloc's "
+             "`thread.peak` over one training step after the warm-up, i.e. the most the bytes held by live "
+             "allocations rose above their level before the step: the CPU counterpart of CUDA's "
+             "`max_memory_allocated` minus the allocation before the step, independent of page mapping.",
              "- Saved for backward: MB of the distinct tensor storages one training-mode forward keeps for the "
              "backward pass (autograd's saved tensors and the scan Functions' `save_for_backward`; parameters not "
              "counted), taken with `torch.autograd.graph.saved_tensors_hooks` in the memory process: the "
@@ -248,6 +317,12 @@ def write_report(path: Path, data: dict) -> None:
                 + ", ".join(f"`{k}={v}`" for k, v in TUNED_MALLOC_ENV.items()) + ")."]
                if any(r.get("malloc") == "tuned" for run in data["runs"] for row in run["rows"]
                       for r in row["results"].values()) else []),
+             *([f"- Timing processes ran with `--malloc jemalloc`: jemalloc preloaded (`LD_PRELOAD`) with "
+                f"`MALLOC_CONF={JEMALLOC_CONF}` (freed memory is kept and reused, never returned to the system; "
+                "PyTorch's performance tuning guide recommends jemalloc or TCMalloc on CPU for this reuse); each row's `allocator` field in the JSON says which "
+                "allocator the process really had."]
+               if any(r.get("malloc") == "jemalloc" for run in data["runs"] for row in run["rows"]
+                      for r in row["results"].values()) else []),
              *([f"- Rows marked † were measured by an earlier run of this script and kept (`--reuse "
                 f"{' --reuse '.join(data['reused_from'])}`); their repetitions may differ."] if data.get("reused_from") else []),
              ""]
@@ -256,14 +331,14 @@ def write_report(path: Path, data: dict) -> None:
             label = "x".join(map(str, size))
             lines += [f"## {run['device'].upper()}, input {label}", "",
                       "| model | params | GFLOPs | scan % of FLOPs | forward ms | train step ms | peak train MB | "
-                      "saved for backward MB |", "|---|---|---|---|---|---|---|---|"]
+                      "peak allocated MB | saved for backward MB |", "|---|---|---|---|---|---|---|---|---|"]
             for row in run["rows"]:
                 r = row["results"].get(label)
                 if r is None:  # a report written while the run goes on
-                    lines.append(f"| {row['model']} | not measured (yet) | | | | | | |")
+                    lines.append(f"| {row['model']} | not measured (yet) | | | | | | | |")
                     continue
                 if "error" in r:
-                    lines.append(f"| {row['model']} | error: {r['error'][:100]} | | | | | | |")
+                    lines.append(f"| {row['model']} | error: {r['error'][:100]} | | | | | | | |")
                     continue
                 mem = (f"{r['peak_train_mb']:.0f}" if r["peak_train_mb"] is not None
                        else f"not measured: {r.get('memory_error', '?')[:60]}")
@@ -273,17 +348,18 @@ def write_report(path: Path, data: dict) -> None:
                 lines.append(f"| {name} | {r['params']:,} | {r['gflops']:.2f} | {100 * r['scan_share']:.1f} | "
                              f"{r['fwd_ms']['min']:.0f} ({r['fwd_ms']['median']:.0f}) | "
                              f"{r['train_ms']['min']:.0f} ({r['train_ms']['median']:.0f}) | {mem} | "
-                             f"{_fmt(r.get('saved_for_backward_mb'), '.0f')} |")
+                             f"{_fmt(r.get('peak_alloc_mb'), '.0f')} | {_fmt(r.get('saved_for_backward_mb'), '.0f')} |")
             lines.append("")
         lines += [f"## {run['device'].upper()}, growth from the smallest to the largest input", "",
                   "| model | from -> to | voxel ratio | GFLOPs ratio | forward time ratio | train time ratio | "
-                  "train memory ratio | saved-for-backward ratio |", "|---|---|---|---|---|---|---|---|"]
+                  "train memory ratio | allocated-peak ratio | saved-for-backward ratio |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for g in run["growth"]:
             lines.append(f"| {g['model']} | {g['from']} -> {g['to']} | {g['voxel_ratio']:.2f} | "
                          f"{g['gflops_ratio']:.2f} | {g['fwd_ratio']:.2f} | {g['train_ratio']:.2f} | "
-                         f"{_fmt(g['memory_ratio'])} | {_fmt(g['saved_ratio'])} |")
+                         f"{_fmt(g['memory_ratio'])} | {_fmt(g['alloc_ratio'])} | {_fmt(g['saved_ratio'])} |")
         if not run["growth"]:
-            lines.append("| (fewer than two sizes ran) | | | | | | | |")
+            lines.append("| (fewer than two sizes ran) | | | | | | | | |")
         lines.append("")
     path.write_text("\n".join(lines) + "\n")
 
@@ -319,9 +395,10 @@ def main() -> None:
     parser.add_argument("--memory-only", action="store_true",
                         help="with --reuse: keep the earlier timings and measure only the CPU memory again (after a "
                              "change of the memory method)")
-    parser.add_argument("--malloc", choices=["default", "tuned"], default="default",
-                        help="glibc settings of the CPU timing process: the defaults, or TUNED_MALLOC_ENV (freed "
-                             "memory kept for reuse; faster for large 3D inputs)")
+    parser.add_argument("--malloc", choices=["default", "tuned", "jemalloc"], default="default",
+                        help="allocator of the CPU timing process: glibc's defaults, glibc with TUNED_MALLOC_ENV "
+                             "(freed memory kept for reuse; faster for large 3D inputs), or jemalloc preloaded "
+                             "(JEMALLOC_PATH or the usual library paths)")
     parser.add_argument("--skip-memory", action="store_true", help="time only (no memory process)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

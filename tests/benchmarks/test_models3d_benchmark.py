@@ -89,3 +89,43 @@ def test_report_is_written_after_every_case(tmp_path, monkeypatch, load_benchmar
     assert saved["runs"][0]["rows"][0]["results"] == {"1x1x8x8x8": done}
     report = (tmp_path / "models3d.md").read_text()
     assert "| unet | 10 |" in report and "| unet | not measured (yet) |" in report
+
+
+def test_jemalloc_thread_peak_counts_the_most_bytes_live_at_once(load_benchmark):
+    """With jemalloc preloaded, two 32 MiB tensors live together (then one freed, one more made) peak at 64 MiB."""
+    mod = load_benchmark("models3d")
+    try:
+        library = mod.find_jemalloc()
+    except FileNotFoundError as err:
+        pytest.skip(f"jemalloc is not installed here: {err}")
+    snippet = (
+        "import sys; sys.path.insert(0, 'benchmarks'); import torch, models3d as m\n"
+        "def step():\n"
+        "    a = torch.ones(8 * 2**20); b = a + 1; del a; c = b * 2; del b; del c\n"
+        "print(m.active_allocator(), m.jemalloc_thread_peak(step))\n")
+    proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**os.environ, **mod.malloc_env("jemalloc"), "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    allocator, peak = proc.stdout.split()
+    assert allocator == "jemalloc" and library
+    assert float(peak) == pytest.approx(64, abs=1)  # MB: two 32 MiB tensors at once, never three
+
+
+def test_jemalloc_thread_peak_is_none_without_jemalloc(load_benchmark):
+    """Under glibc (this test process) the measure is absent, not a wrong number; the step is not run."""
+    mod = load_benchmark("models3d")
+    if mod.active_allocator() == "jemalloc":
+        pytest.skip("this test process itself runs under jemalloc")
+    calls = []
+    assert mod.jemalloc_thread_peak(lambda: calls.append(1)) is None and not calls
+
+
+def test_missing_jemalloc_error_says_how_to_install_it(load_benchmark, monkeypatch):
+    mod = load_benchmark("models3d")
+    monkeypatch.setattr(mod, "JEMALLOC_CANDIDATES", ("/nonexistent/libjemalloc.so.2",))
+    monkeypatch.delenv("JEMALLOC_PATH", raising=False)
+    with pytest.raises(FileNotFoundError, match="apt-get install libjemalloc2"):
+        mod.malloc_env("jemalloc")
+    assert mod.malloc_env("default") is None and mod.malloc_env("tuned") == mod.TUNED_MALLOC_ENV
+    monkeypatch.setenv("JEMALLOC_PATH", __file__)  # any existing file is taken as given
+    assert mod.malloc_env("jemalloc") == {"LD_PRELOAD": __file__, "MALLOC_CONF": mod.JEMALLOC_CONF}
