@@ -13,6 +13,7 @@ Sliding window == whole-volume prediction on a 3D volume that fits one patch is 
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from mambaseg.data.plan import Plan
 from mambaseg.evaluation.evaluate import evaluate_folders
 from mambaseg.inference import compute_steps_for_sliding_window
 from mambaseg.inference.predictor import Predictor
-from mambaseg.training.trainer import TrainConfig, train
+from mambaseg.training.trainer import CPU_ALLOCATOR_HINT, TrainConfig, memory_allocator, train
 
 TARGET_SPACING = [2.0, 2.0, 2.0]
 PATCH = [48, 48, 48]
@@ -37,7 +38,7 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.mark.slow
-def test_brats_3d_train_predict_evaluate_beats_chance(shared_data, tmp_path):
+def test_brats_3d_train_predict_evaluate_beats_chance(shared_data, tmp_path, caplog):
     raw = convert_brats2015_deepmedic(shared_data("brats2015_deepmedic"), tmp_path / "raw")
     splits = json.loads((raw / "splits.json").read_text())
 
@@ -45,8 +46,12 @@ def test_brats_3d_train_predict_evaluate_beats_chance(shared_data, tmp_path):
                       target_spacing=TARGET_SPACING, patch_size=PATCH, batch_size=2, iterations=100, val_every=100,
                       val_max_cases=0, optimizer="adam", lr=0.01, augmentation=False, device="cpu", seed=0,
                       progress=False)
-    result = train(cfg)
+    with caplog.at_level(logging.INFO, logger="mambaseg.training"):
+        result = train(cfg)
     run = result.run_dir
+    allocator = json.loads((run / "environment.json").read_text())["memory_allocator"]
+    assert allocator == memory_allocator() != "unknown"  # recorded: it sets the pace of 3D CPU training
+    assert (CPU_ALLOCATOR_HINT in caplog.messages) == (allocator == "glibc")  # the jemalloc tip, only where it helps
     assert result.iterations == 100 and (run / "checkpoint_latest.pt").is_file()
     plan = Plan.load(run / "plan.json")  # the plan used, recorded in the run folder
     assert plan.spatial_dims == 3 and plan.slice_axis is None and plan.num_classes == 5
