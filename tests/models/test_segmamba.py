@@ -3,6 +3,7 @@ Mamba mixer against a slow reference that runs the three token orders one by one
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 
@@ -11,7 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from mambaseg import create_model, model_info
-from mambaseg.models.segmamba import TriOrientedMamba, from_inter_slice, segmamba_padded_size, to_inter_slice
+from mambaseg.models.segmamba import (
+    TriOrientedMamba,
+    from_inter_slice,
+    segmamba_padded_size,
+    to_inter_slice,
+    tri_merge,
+    tri_orient,
+)
 from mambaseg.ops import selective_scan
 from mambaseg.ops.scan_orders import get_scan_order
 
@@ -25,6 +33,7 @@ OFFICIAL_LEVEL2 = {"vit.downsample_layers": 840_720, "vit.stages": 3_121_920, "v
                    "decoder2.transp_conv": 36_864, "decoder2.conv_block": 191_232, "out.conv": 196}
 OFFICIAL_V3_MAMBA = {48: 31_392, 96: 93_888, 192: 312_192, 384: 1_122_048}
 OFFICIAL_SLICES = (64, 32, 16, 8)
+segmamba_module = importlib.import_module("mambaseg.models.segmamba")  # the package exports a same-named factory
 
 
 def count(module):
@@ -124,6 +133,42 @@ def test_inter_slice_with_depth_slices_is_the_tri_scan_order():
     assert torch.equal(to_inter_slice(torch.arange(d * h * w), d), perm)
 
 
+@pytest.fixture(params=[7, 1 << 18], ids=["slabs-of-7", "default-slabs"])
+def tile(request, monkeypatch):
+    """Slab size of the cache-sized copies: 7 elements forces many slabs with a ragged last one."""
+    monkeypatch.setattr(segmamba_module, "_TILE_ELEMENTS", request.param)
+    return request.param
+
+
+def test_tri_orient_and_merge_equal_their_view_definitions(tile):
+    xz = torch.randn(2, 24, 5)  # (B, L, C), odd C
+    t = xz.transpose(1, 2)
+    assert torch.equal(tri_orient(xz, 4), torch.stack((t, t.flip(-1), to_inter_slice(t, 4)), dim=1))
+    y = torch.randn(2, 3, 5, 24)
+    want = (y[:, 0] + y[:, 1].flip(-1) + from_inter_slice(y[:, 2], 4)).transpose(1, 2)
+    assert torch.equal(tri_merge(y, 4), want)
+    assert torch.equal(tri_merge(y.transpose(2, 3).contiguous().transpose(2, 3), 4), want)  # any strides
+
+
+def test_tri_orient_and_merge_gradients_are_each_others_adjoint(tile):
+    xz = torch.randn(2, 24, 3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 3, 3, 24, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v: segmamba_module._TriOrient.apply(v, 6), (xz,))
+    assert torch.autograd.gradcheck(lambda v: segmamba_module._TriMerge.apply(v, 6), (y,))
+    with torch.no_grad():  # <orient(x), y> == <x, merge(y)>: one is the other's transpose
+        torch.testing.assert_close((tri_orient(xz, 6) * y).sum(), (xz * tri_merge(y, 6)).sum(), rtol=1e-12, atol=0)
+
+
+def test_mixer_traces_through_plain_view_ops():
+    """Export (tracing) takes the plain stack/flip path instead of the custom autograd Functions."""
+    mixer, tokens = random_mixer("reference").eval(), torch.randn(1, 24, 8)
+    with torch.no_grad():
+        traced = torch.jit.trace(mixer, (tokens,))
+        torch.testing.assert_close(traced(tokens), mixer(tokens), rtol=1e-6, atol=1e-6)
+    kinds = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert "aten::stack" in kinds and "prim::PythonOp" not in kinds  # a custom autograd Function is a PythonOp
+
+
 def inter_slice_permutation(length, nslices):
     """Position p*nslices + s holds token s*(L/nslices) + p, written as a plain loop."""
     chunk = length // nslices
@@ -158,7 +203,7 @@ def random_mixer(backend):
 
 
 @pytest.mark.parametrize("backend, rtol, atol", [("reference", 1e-5, 1e-5), ("auto", 6e-4, 2e-3)])
-def test_mixer_matches_three_separate_reference_scans(backend, rtol, atol):
+def test_mixer_matches_three_separate_reference_scans(backend, rtol, atol, tile):
     """Tolerances: 1e-5 on the same sequential scan (only the summation order differs); mamba_ssm's fp32
     selective-scan tolerances (out rtol 6e-4, atol 2e-3; inputs 2x) for the default backend."""
     mixer = random_mixer(backend)
