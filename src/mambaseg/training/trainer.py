@@ -483,10 +483,10 @@ def _git_commit(start: Path) -> str | None:
 
 
 #: Logged when a 3D model trains on the CPU under the system allocator (measured side by side in
-#: ``benchmarks/results/models3d_jemalloc``: SegMamba's training step 1.2x faster at 64^3, 1.6x at 128^3).
+#: ``benchmarks/results/models3d_jemalloc``: SegMamba's training step 1.4x faster at 64^3, 1.6x at 128^3).
 CPU_ALLOCATOR_HINT = (
     "3D training on the CPU with the system allocator: every large tensor is a fresh mapping that page-faults on "
-    "first touch. jemalloc keeps freed memory for reuse and made SegMamba's 3D training step 1.2x (64^3) to "
+    "first touch. jemalloc keeps freed memory for reuse and made SegMamba's 3D training step 1.4x (64^3) to "
     "1.6x (128^3) faster on one CPU thread: "
     "LD_PRELOAD=<path to libjemalloc.so.2> MALLOC_CONF=background_thread:true,dirty_decay_ms:-1,muzzy_decay_ms:-1 "
     "mambaseg train ... (Debian/Ubuntu: apt-get install libjemalloc2; the library is then in "
