@@ -151,31 +151,18 @@ def tri_merge(y: Tensor, nslices: int) -> Tensor:
     return out
 
 
-class _TriOrient(torch.autograd.Function):
-    """:func:`tri_orient` with :func:`tri_merge` as its backward (autograd's own backward of the view copies
-    would take the slow strided path)."""
+class _TriOrder(torch.autograd.Function):
+    """:func:`tri_orient` (``merge=False``) or :func:`tri_merge` (``merge=True``), each with the other as its
+    backward (autograd's own backward of the view copies would take the slow strided path)."""
 
     @staticmethod
-    def forward(ctx, xz: Tensor, nslices: int) -> Tensor:
-        ctx.nslices = nslices
-        return tri_orient(xz, nslices)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        return tri_merge(grad, ctx.nslices), None
-
-
-class _TriMerge(torch.autograd.Function):
-    """:func:`tri_merge` with :func:`tri_orient` as its backward."""
-
-    @staticmethod
-    def forward(ctx, y: Tensor, nslices: int) -> Tensor:
-        ctx.nslices = nslices
-        return tri_merge(y, nslices)
+    def forward(ctx, x: Tensor, nslices: int, merge: bool) -> Tensor:
+        ctx.nslices, ctx.merge = nslices, merge
+        return tri_merge(x, nslices) if merge else tri_orient(x, nslices)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        return tri_orient(grad, ctx.nslices), None
+        return (tri_orient if ctx.merge else tri_merge)(grad, ctx.nslices), None, None
 
 
 class TriOrientedMamba(nn.Module):
@@ -251,7 +238,7 @@ class TriOrientedMamba(nn.Module):
             xz = xz.transpose(1, 2)
             xz = torch.stack((xz, xz.flip(-1), to_inter_slice(xz, nslices)), dim=1)
         else:
-            xz = _TriOrient.apply(xz, nslices)  # (B, 3, 2 di, L)
+            xz = _TriOrder.apply(xz, nslices, False)  # (B, 3, 2 di, L)
         x, z = xz.chunk(2, dim=2)  # (B, 3, di, L) each
         params = [self.direction_parameters(j) for j in range(k)]
         conv_w = torch.cat([p["conv1d"].weight for p in params])  # (3 di, 1, d_conv)
@@ -271,7 +258,7 @@ class TriOrientedMamba(nn.Module):
         y = y.view(b, k, di, length)
         if tracing:
             return self.out_proj((y[:, 0] + y[:, 1].flip(-1) + from_inter_slice(y[:, 2], nslices)).transpose(1, 2))
-        return self.out_proj(_TriMerge.apply(y, nslices))  # (B, L, di) -> (B, L, C)
+        return self.out_proj(_TriOrder.apply(y, nslices, True))  # (B, L, di) -> (B, L, C)
 
 
 class SegMambaLayer(nn.Module):
