@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from mambaseg import create_model, model_info
+from mambaseg.layers import layout
 from mambaseg.models.segmamba import (
     TriOrientedMamba,
     from_inter_slice,
@@ -136,7 +137,7 @@ def test_inter_slice_with_depth_slices_is_the_tri_scan_order():
 @pytest.fixture(params=[7, 1 << 18], ids=["slabs-of-7", "default-slabs"])
 def tile(request, monkeypatch):
     """Slab size of the cache-sized copies: 7 elements forces many slabs with a ragged last one."""
-    monkeypatch.setattr(segmamba_module, "_TILE_ELEMENTS", request.param)
+    monkeypatch.setattr(layout, "SLAB_ELEMENTS", request.param)
     return request.param
 
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mambaseg.layers.layout import transpose_contiguous
 from mambaseg.ops import selective_scan
 
 __all__ = ["Mamba", "MambaLayer", "dt_bias_init", "a_log_init"]
@@ -154,18 +155,18 @@ class Mamba(nn.Module):
             ``(B, L, d_model)``.
         """
         seqlen = hidden_states.shape[1]
-        xz = self.in_proj(hidden_states).transpose(1, 2)  # (B, 2*d_inner, L)
+        # layout changes through transpose_contiguous: slab-wise copies, fast for long 3D sequences on the CPU
+        xz = transpose_contiguous(self.in_proj(hidden_states))  # (B, 2*d_inner, L)
         x, z = xz.chunk(2, dim=1)
         x = self.act(self.conv1d(x)[..., :seqlen])  # causal: keep the first L outputs
         x_dbl = self.x_proj(x.transpose(1, 2))  # (B, L, dt_rank + 2N)
         dt, b, c = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        dt = F.linear(dt, self.dt_proj.weight).transpose(1, 2)  # (B, d_inner, L); bias added in the scan
-        b = b.transpose(1, 2).contiguous()  # (B, N, L)
-        c = c.transpose(1, 2).contiguous()
+        dt = transpose_contiguous(F.linear(dt, self.dt_proj.weight))  # (B, d_inner, L); bias added in the scan
+        b, c = transpose_contiguous(b), transpose_contiguous(c)  # (B, N, L)
         a = -torch.exp(self.A_log.float())  # (d_inner, N)
         y = selective_scan(x, dt, a, b, c, self.D.float(), z=z, delta_bias=self.dt_proj.bias.float(),
                            delta_softplus=True, backend=self.backend)  # (B, d_inner, L)
-        return self.out_proj(y.transpose(1, 2))
+        return self.out_proj(transpose_contiguous(y))
 
 
 class MambaLayer(nn.Module):

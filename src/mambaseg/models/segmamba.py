@@ -71,6 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks.mamba import a_log_init, init_dt_proj
+from mambaseg.layers.layout import copy_in_slabs_
 from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.ops import selective_scan
@@ -97,39 +98,19 @@ def from_inter_slice(seq: Tensor, nslices: int) -> Tensor:
     return seq.reshape(*lead, length // nslices, nslices).transpose(-1, -2).reshape(*lead, length)
 
 
-_TILE_ELEMENTS = 1 << 18  # 1 MiB of fp32: a strided copy done in slabs this small stays in the CPU's L2 cache
-
-
-def _copy_in_slabs_(dst: Tensor, src: Tensor, dim: int) -> Tensor:
-    """``dst.copy_(src)`` done in slabs along ``dim`` of about ``_TILE_ELEMENTS`` elements per batch item (CPU).
-
-    PyTorch's CPU copy of a transposed view strides through one side of the whole tensor; at SegMamba's first
-    stage on a 128^3 input (192 x 262144 floats per direction) that ran 5x slower than the same copy slab by
-    slab, and 23x slower than at 64^3 for 8x the data.
-    """
-    n = dst.shape[dim]
-    step = max(1, _TILE_ELEMENTS // max(1, dst.numel() // (dst.shape[0] * n)))
-    if dst.device.type != "cpu" or step >= n:
-        return dst.copy_(src)
-    for start in range(0, n, step):
-        width = min(step, n - start)
-        dst.narrow(dim, start, width).copy_(src.narrow(dim, start, width))
-    return dst
-
-
 def tri_orient(xz: Tensor, nslices: int) -> Tensor:
     """SegMamba's three token orders, channels first: ``(B, L, C)`` -> ``(B, 3, C, L)``.
 
     Direction 0 is the token order, 1 the reversed order, 2 :func:`to_inter_slice`; equal to
     ``stack((t, t.flip(-1), to_inter_slice(t, nslices)), 1)`` with ``t = xz.transpose(1, 2)``, built with
-    cache-sized copies. Its adjoint is :func:`tri_merge`.
+    slab-wise copies (:func:`mambaseg.layers.copy_in_slabs_`). Its adjoint is :func:`tri_merge`.
     """
     b, length, c = xz.shape
     out = xz.new_empty(b, 3, c, length)
-    _copy_in_slabs_(out[:, 0], xz.transpose(1, 2), dim=2)
+    copy_in_slabs_(out[:, 0], xz.transpose(1, 2), dim=2)
     out[:, 1].copy_(out[:, 0].flip(-1))
     inter = out[:, 2].view(b, c, length // nslices, nslices)
-    _copy_in_slabs_(inter, out[:, 0].view(b, c, nslices, length // nslices).transpose(-1, -2), dim=1)
+    copy_in_slabs_(inter, out[:, 0].view(b, c, nslices, length // nslices).transpose(-1, -2), dim=1)
     return out
 
 
@@ -143,11 +124,11 @@ def tri_merge(y: Tensor, nslices: int) -> Tensor:
     b, _, c, length = y.shape
     acc = y[:, 0] + y[:, 1].flip(-1)
     inter = torch.empty_like(acc)
-    _copy_in_slabs_(inter.view(b, c, nslices, length // nslices),
+    copy_in_slabs_(inter.view(b, c, nslices, length // nslices),
                     y[:, 2].view(b, c, length // nslices, nslices).transpose(-1, -2), dim=1)
     acc += inter
     out = y.new_empty(b, length, c)
-    _copy_in_slabs_(out.transpose(1, 2), acc, dim=2)
+    copy_in_slabs_(out.transpose(1, 2), acc, dim=2)
     return out
 
 
