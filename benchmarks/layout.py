@@ -38,10 +38,11 @@ def _cases(scale: int = 1):
 
     torch.manual_seed(0)
     cases = []
-    for length, channels, what in ((64**3 // scale, 192, "SegMamba stage 1 at 128^3 (in_proj output)"),
-                                   (128**3 // scale, 64, "U-Mamba stage 1 at 128^3 (in_proj output)")):
-        x = torch.randn(1, length, channels)
-        cases.append((f"transpose (1, {length}, {channels})", what, lambda x=x: transpose_contiguous(x), None))
+    for shape, what in (((1, 64**3 // scale, 192), "SegMamba stage 1 at 128^3 (in_proj output)"),
+                        ((1, 128**3 // scale, 64), "U-Mamba stage 1 at 128^3 (in_proj output)"),
+                        ((1, 64, 128**3 // scale), "U-Mamba stage 1 at 128^3 (scan output to out_proj)")):
+        x = torch.randn(shape)
+        cases.append((f"transpose {shape}", what, lambda x=x: transpose_contiguous(x), None))
     for module, length, channels, what in ((Mamba(32), 128**3 // scale, 32, "U-Mamba Mamba block, stage 1 at 128^3"),
                                            (TriOrientedMamba(48, nslices=64), 64**3 // scale, 48,
                                             "SegMamba tri-oriented mixer, stage 1 at 128^3")):

@@ -18,9 +18,9 @@ def test_layout_benchmark_times_both_variants_of_every_case(tmp_path):
     record = json.loads((tmp_path / "layout.json").read_text())
     assert record["quick"] and record["machine"]["git_commit"] and record["allocator"]
     cases = [row["case"] for row in record["rows"]]
-    assert len(cases) == 6 and sum("forward+backward" in c for c in cases) == 2
+    assert len(cases) == 7 and sum("forward+backward" in c for c in cases) == 2
     for row in record["rows"]:
         assert row["whole"]["min_ms"] > 0 and row["slabs"]["min_ms"] > 0
         assert row["speedup"] == pytest.approx(row["whole"]["min_ms"] / row["slabs"]["min_ms"])
     report = (tmp_path / "layout.md").read_text()
-    assert report.count("\n| ") == 1 + 6 and "MINIMUM (MEDIAN)" in report  # header and six cases
+    assert report.count("\n| ") == 1 + 7 and "MINIMUM (MEDIAN)" in report  # header and seven cases

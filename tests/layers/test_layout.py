@@ -44,3 +44,17 @@ def test_tracing_records_the_plain_expression():
     traced = torch.jit.trace(transpose_contiguous, (x,))
     kinds = {node.kind() for node in traced.inlined_graph.nodes()}
     assert "prim::PythonOp" not in kinds and torch.equal(traced(x), x.transpose(1, 2).contiguous())
+
+
+@pytest.mark.parametrize("shape, axis", [((1, 50, 3), 2), ((1, 3, 50), 1), ((2, 4, 7, 5), 3)])
+def test_transpose_cuts_slabs_along_the_long_axis(monkeypatch, shape, axis):
+    """Slabs along the long axis copy long runs; along the short one they degrade to column-by-column copies."""
+    seen = []
+
+    def spy(dst, src, dim):
+        seen.append(dim)
+        return dst.copy_(src)
+
+    monkeypatch.setattr(layout, "copy_in_slabs_", spy)
+    x = torch.randn(shape)
+    assert torch.equal(transpose_contiguous(x), x.transpose(-1, -2).contiguous()) and seen == [axis]

@@ -41,7 +41,9 @@ def copy_in_slabs_(dst: Tensor, src: Tensor, dim: int) -> Tensor:
 
 def _transpose_contiguous(x: Tensor) -> Tensor:
     out = x.new_empty(*x.shape[:-2], x.shape[-1], x.shape[-2])
-    return copy_in_slabs_(out, x.transpose(-1, -2), dim=out.dim() - 1)
+    # slabs cut the long axis: each slab is a few long runs on one side and many short ones on the other
+    long_axis = out.dim() - 1 if out.shape[-1] >= out.shape[-2] else out.dim() - 2
+    return copy_in_slabs_(out, x.transpose(-1, -2), dim=long_axis)
 
 
 class _TransposeContiguous(torch.autograd.Function):
