@@ -2,9 +2,10 @@
 
 Mamba blocks switch layouts around every scan: ``in_proj`` gives ``(B, L, 2 d_inner)``, the causal convolution and
 the scan want ``(B, d_inner, L)``. PyTorch's CPU copy of such a transposed view walks one side of the whole tensor
-with a large stride; for 3D feature maps (L = 10^5-10^6 tokens) it ran 3-5x slower than the same copy done in
-cache-sized slabs, and it grew faster than the tensor (e.g. 23x for 8x the data in SegMamba's mixer). The helpers
-here do those copies slab by slab on the CPU and plainly elsewhere (GPU copies have no such problem).
+with a large stride; for 3D feature maps (L = 10^5-10^6 tokens) the token-major to channel-major copy ran 5.5x
+slower than the same copy done in cache-sized slabs (``benchmarks/results/layout.md``), and its time grew faster
+than the tensor. The helpers here do those copies slab by slab on the CPU and plainly elsewhere (GPU copies have
+no such problem).
 """
 
 from __future__ import annotations
