@@ -15,7 +15,7 @@ def slab(request, monkeypatch):
     return request.param
 
 
-@pytest.mark.parametrize("shape", [(2, 23, 3), (1, 7, 1), (2, 3, 11, 4)])
+@pytest.mark.parametrize("shape", [(2, 23, 3), (1, 7, 1), (2, 3, 11, 4), (0, 5, 3)])
 def test_transpose_contiguous_equals_the_plain_expression(slab, shape):
     x = torch.randn(shape)
     for src in (x, x[..., ::2, :]):  # contiguous and strided inputs

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["copy_in_slabs_", "transpose_contiguous"]
+__all__ = ["copy_in_slabs_", "plain_layout_ops", "transpose_contiguous"]
 
 #: Elements per batch item of one slab: 1 MiB of fp32, so that a strided slab copy stays in the L2 cache.
 SLAB_ELEMENTS = 1 << 18
@@ -31,13 +31,19 @@ def copy_in_slabs_(dst: Tensor, src: Tensor, dim: int) -> Tensor:
         ``dst``. On non-CPU devices, or when one slab holds everything, a single ``copy_``.
     """
     n = dst.shape[dim]
-    step = max(1, SLAB_ELEMENTS // max(1, dst.numel() // (dst.shape[0] * n)))
+    step = max(1, SLAB_ELEMENTS // max(1, dst.numel() // max(1, dst.shape[0] * n)))
     if dst.device.type != "cpu" or step >= n:
         return dst.copy_(src)
     for start in range(0, n, step):
         width = min(step, n - start)
         dst.narrow(dim, start, width).copy_(src.narrow(dim, start, width))
     return dst
+
+
+def plain_layout_ops() -> bool:
+    """True while tracing, exporting (TorchScript or dynamo ONNX) or compiling: then the plain view expressions
+    are recorded instead of the slab loops (one graph node each, which exporters and compilers handle well)."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
 
 
 def _transpose_contiguous(x: Tensor) -> Tensor:
@@ -63,7 +69,7 @@ def transpose_contiguous(x: Tensor) -> Tensor:
     """``x.transpose(-1, -2).contiguous()``, e.g. ``(B, L, C) -> (B, C, L)``, with slab-wise copies on the CPU.
 
     Values are exactly those of the plain expression. Differentiable (the backward transposes the gradient the
-    same way). While tracing (ONNX export, ``torch.jit.trace``), the plain expression is recorded.
+    same way). While tracing, exporting or compiling (:func:`plain_layout_ops`), the plain expression is used.
 
     Args:
         x: ``(..., M, K)``.
@@ -71,6 +77,6 @@ def transpose_contiguous(x: Tensor) -> Tensor:
     Returns:
         Contiguous ``(..., K, M)``.
     """
-    if torch.jit.is_tracing() or x.dim() < 3:
+    if x.dim() < 3 or plain_layout_ops():
         return x.transpose(-1, -2).contiguous()
     return _TransposeContiguous.apply(x)

@@ -71,7 +71,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mambaseg.blocks.mamba import a_log_init, init_dt_proj
-from mambaseg.layers.layout import copy_in_slabs_
+from mambaseg.layers.layout import copy_in_slabs_, plain_layout_ops
 from mambaseg.layers.padding import crop_to, pad_to_multiple
 from mambaseg.models._registry import register_model
 from mambaseg.ops import selective_scan
@@ -213,7 +213,7 @@ class TriOrientedMamba(nn.Module):
             raise ValueError(f"TriOrientedMamba: the token count L={length} must be divisible by nslices={nslices} "
                              "(the inter-slice direction splits the sequence into nslices equal chunks)")
         di, n, r, k = self.d_inner, self.d_state, self.dt_rank, len(_SUFFIXES)
-        tracing = torch.jit.is_tracing()  # export: plain view ops, which tracers understand
+        tracing = plain_layout_ops()  # tracing, export, compile: plain view ops
         xz = self.in_proj(hidden_states)  # (B, L, 2 di)
         if tracing:
             xz = xz.transpose(1, 2)
