@@ -133,14 +133,6 @@ def jemalloc_thread_peak(step) -> float | None:
     return value.value / 2**20
 
 
-def active_allocator() -> str:
-    """``jemalloc`` when that library is mapped into this process, else ``glibc``."""
-    try:
-        return "jemalloc" if "libjemalloc" in Path("/proc/self/maps").read_text() else "glibc"
-    except OSError:
-        return "unknown"
-
-
 def _setup(spec: dict):
     """Model, input, random labels and one training ``step()`` of a case (SGD as SegMamba and nnU-Net train)."""
     torch.manual_seed(0)
@@ -183,6 +175,7 @@ def measure_child(spec: dict) -> dict:
     "time"; on CUDA also the allocator's peak), or the peak memory of one training step (``mode`` "memory", the
     CPU measure, run under :data:`MEMORY_CHILD_ENV`)."""
     from mambaseg.benchmark import count_flops, count_parameters
+    from mambaseg.training.trainer import memory_allocator
 
     device = spec["device"]
     model, x, step = _setup(spec)
@@ -200,17 +193,18 @@ def measure_child(spec: dict) -> dict:
     model.train()
     step()  # warm-up
     memory, peak_alloc = {"delta": None, "absolute": None}, None
+    allocator = memory_allocator()
     if device == "cuda":
         _free_gradients(model)
         memory = _memory_mb(device, step)
-    elif active_allocator() == "jemalloc":
+    elif allocator == "jemalloc":
         _free_gradients(model)
         peak_alloc = jemalloc_thread_peak(step)
     train = timed(step, spec["reps"], device)
     return {"params": count_parameters(model), "gflops": flops["total"] / 1e9,
             "scan_share": flops["scan"] / max(flops["total"], 1), "fwd_ms": _stats(fwd), "train_ms": _stats(train),
             "peak_train_mb": memory["delta"], "peak_train_abs_mb": memory["absolute"],
-            "peak_alloc_mb": peak_alloc, "threads": torch.get_num_threads(), "allocator": active_allocator()}
+            "peak_alloc_mb": peak_alloc, "threads": torch.get_num_threads(), "allocator": allocator}
 
 
 def _free_gradients(model) -> None:

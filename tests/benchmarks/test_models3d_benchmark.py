@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from mambaseg.training.trainer import memory_allocator
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -100,9 +102,10 @@ def test_jemalloc_thread_peak_counts_the_most_bytes_live_at_once(load_benchmark)
         pytest.skip(f"jemalloc is not installed here: {err}")
     snippet = (
         "import sys; sys.path.insert(0, 'benchmarks'); import torch, models3d as m\n"
+        "from mambaseg.training.trainer import memory_allocator\n"
         "def step():\n"
         "    a = torch.ones(8 * 2**20); b = a + 1; del a; c = b * 2; del b; del c\n"
-        "print(m.active_allocator(), m.jemalloc_thread_peak(step))\n")
+        "print(memory_allocator(), m.jemalloc_thread_peak(step))\n")
     proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, cwd=ROOT, timeout=120,
                           env={**os.environ, **mod.malloc_env("jemalloc"), "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -114,7 +117,7 @@ def test_jemalloc_thread_peak_counts_the_most_bytes_live_at_once(load_benchmark)
 def test_jemalloc_thread_peak_is_none_without_jemalloc(load_benchmark):
     """Under glibc (this test process) the measure is absent, not a wrong number; the step is not run."""
     mod = load_benchmark("models3d")
-    if mod.active_allocator() == "jemalloc":
+    if memory_allocator() == "jemalloc":
         pytest.skip("this test process itself runs under jemalloc")
     calls = []
     assert mod.jemalloc_thread_peak(lambda: calls.append(1)) is None and not calls
