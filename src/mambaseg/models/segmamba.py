@@ -146,6 +146,17 @@ class _TriOrder(torch.autograd.Function):
         return (tri_orient if ctx.merge else tri_merge)(grad, ctx.nslices), None, None
 
 
+def _tri_order(x: Tensor, nslices: int, merge: bool) -> Tensor:
+    """:func:`tri_orient` / :func:`tri_merge` with their fast backward; their plain view definitions while
+    tracing, exporting or compiling (:func:`mambaseg.layers.layout.plain_layout_ops`)."""
+    if not plain_layout_ops():
+        return _TriOrder.apply(x, nslices, merge)
+    if merge:
+        return (x[:, 0] + x[:, 1].flip(-1) + from_inter_slice(x[:, 2], nslices)).transpose(1, 2)
+    t = x.transpose(1, 2)
+    return torch.stack((t, t.flip(-1), to_inter_slice(t, nslices)), dim=1)
+
+
 class TriOrientedMamba(nn.Module):
     """SegMamba's tri-oriented Mamba mixer (the patched mamba ``Mamba`` with ``bimamba_type="v3"``).
 
@@ -213,13 +224,7 @@ class TriOrientedMamba(nn.Module):
             raise ValueError(f"TriOrientedMamba: the token count L={length} must be divisible by nslices={nslices} "
                              "(the inter-slice direction splits the sequence into nslices equal chunks)")
         di, n, r, k = self.d_inner, self.d_state, self.dt_rank, len(_SUFFIXES)
-        tracing = plain_layout_ops()  # tracing, export, compile: plain view ops
-        xz = self.in_proj(hidden_states)  # (B, L, 2 di)
-        if tracing:
-            xz = xz.transpose(1, 2)
-            xz = torch.stack((xz, xz.flip(-1), to_inter_slice(xz, nslices)), dim=1)
-        else:
-            xz = _TriOrder.apply(xz, nslices, False)  # (B, 3, 2 di, L)
+        xz = _tri_order(self.in_proj(hidden_states), nslices, merge=False)  # (B, L, 2 di) -> (B, 3, 2 di, L)
         x, z = xz.chunk(2, dim=2)  # (B, 3, di, L) each
         params = [self.direction_parameters(j) for j in range(k)]
         conv_w = torch.cat([p["conv1d"].weight for p in params])  # (3 di, 1, d_conv)
@@ -237,9 +242,7 @@ class TriOrientedMamba(nn.Module):
         y = selective_scan(x, delta, a, bmat.contiguous(), cmat.contiguous(), d_skip, z=z.reshape(b, k * di, length),
                            delta_bias=delta_bias, delta_softplus=True, backend=self.backend)  # groups = directions
         y = y.view(b, k, di, length)
-        if tracing:
-            return self.out_proj((y[:, 0] + y[:, 1].flip(-1) + from_inter_slice(y[:, 2], nslices)).transpose(1, 2))
-        return self.out_proj(_TriOrder.apply(y, nslices, True))  # (B, L, di) -> (B, L, C)
+        return self.out_proj(_tri_order(y, nslices, merge=True))  # (B, L, di) -> (B, L, C)
 
 
 class SegMambaLayer(nn.Module):
