@@ -137,6 +137,25 @@ def test_chunk_and_slab_settings_do_not_change_results(chunk_length, budget):
     assert_close(got, run("reference", inputs, dtype=torch.float64), what=f"T={chunk_length} budget={budget}")
 
 
+def test_interleaved_calls_share_the_workspace_safely():
+    """Two chunked scans forward, then their backwards in reverse order (as two layers of a network): the
+    per-thread workspace is reused by every call, so nothing a backward needs may live in it between calls."""
+    first, second = make_inputs(2, 8, 100, 4, 2, seed=1), make_inputs(1, 16, 300, 16, None, seed=2)
+    want = [run("chunked", first, chunk_length=8), run("chunked", second, chunk_length=16)]
+    leaves = [{n: t.detach().clone().requires_grad_() for n, t in x.items()} for x in (first, second)]
+    outs = [selective_scan_chunked(*(x[n] for n in NAMES[:5]), D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
+                                   delta_softplus=True, return_last_state=True, chunk_length=T)
+            for x, T in zip(leaves, (8, 16))]
+    for (out, last), x in reversed(list(zip(outs, leaves))):
+        gen = torch.Generator().manual_seed(1)  # the gradients run() uses
+        torch.autograd.backward([out, last], [torch.randn(out.shape, generator=gen),
+                                              torch.randn(last.shape, generator=gen)])
+    for x, (out, last), w in zip(leaves, outs, want):
+        torch.testing.assert_close(out.detach(), w["out"], rtol=0, atol=0)
+        for n in NAMES:
+            torch.testing.assert_close(x[n].grad, w[n], rtol=0, atol=0, msg=lambda m, n=n: f"{n}: {m}")
+
+
 @pytest.mark.parametrize("backend, device", BACKENDS)
 def test_strong_decay_stays_finite_and_exact(backend, device):
     inputs = make_inputs(2, 4, 512, 16, 1, strong_decay=True)

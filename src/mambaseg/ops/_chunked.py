@@ -2,32 +2,33 @@
 
 Same semantics as :mod:`mambaseg.ops._reference` (mamba_ssm's ``selective_scan_fn``); runs on any device.
 
-Why it is fast: the sequence of length L is cut into ``nc`` chunks of ``T`` steps (``T ~ sqrt(L)``) and every
-Python-level step updates the states of *all* chunks (and all channels) at once, so a scan costs ``O(T + nc)``
-torch calls instead of ``O(L)``. Chunks are linked by a short sequential pass over their boundary states. The
-structure follows the CUDA kernel of mamba_ssm (chunks with a carried state, states recomputed in the backward).
+Why it is fast: the sequence of length L is cut into ``nc`` chunks of ``T`` steps (``T ~ sqrt(L)``). Everything
+that does not depend on the recurrence is done for a whole slab at once: the decays ``exp(delta A)``, the inputs
+``delta u B``, the output contraction ``<h, C>`` and every gradient term (batched matrix products and products
+over the slab). Only the recurrence itself runs step by step, one fused ``addcmul`` per step that updates the
+states of *all* chunks and channels of the slab, so a scan costs ``O(T + log nc)`` torch calls instead of
+``O(L)``. Chunks are linked by a log-depth scan over their boundary states. The structure follows the CUDA kernel
+of mamba_ssm (chunks with a carried state, states recomputed in the backward, decays as ``exp2`` of a
+``log2(e)``-scaled ``A``; torch's ``exp2`` also ran 3-4x faster than its ``exp`` on the CPU).
 
 Why it is stable: the only exponentials are ``exp(delta * A)`` and ``exp(A * sum(delta))`` over a chunk, both of
 non-positive arguments for the usual ``A < 0, delta >= 0`` (never the "ratio trick" ``exp(-cumsum)``, which
 overflows once a chunk's decay exceeds ~88 in fp32).
 
 Why it is lean: between forward and backward only the inputs and the chunk-start states ``(B, D, nc, N)`` are
-kept, ``T`` times fewer than the per-step states; the backward recomputes the states one slab of channels at a
-time, within a memory budget.
-
-Why it is close to the memory bound: each Python step works on one ``(bg, nc, N, p)`` slice that stays in cache;
-the step's input ``delta_t u_t B_t``, its output ``<h_t, C_t>`` and every gradient term are formed from that slice
-on the fly. Only the decays ``exp(delta A)`` (forward) and the decays and states (backward) of one slab go through
-main memory, once written and once or twice read.
+kept, ``T`` times fewer than the per-step states; the backward recomputes the states one slab at a time, within a
+memory budget. Intermediate results live in one workspace per thread that every call reuses.
 
 Layout inside: channels are regrouped as ``(BG, P)`` with ``BG = batch * groups`` and ``P = dim // groups`` so
-grouped B/C broadcast over ``P`` without being copied per channel; one slab is a range of ``BG`` rows (or a range
-of ``P`` inside one row) laid out step-major ``(bg, T, nc, N, p)``: every per-step slice is contiguous (for one
-row) and the channel axis ``p`` is innermost (long vectorised loops; B/C broadcast along it with stride 0).
+grouped B/C broadcast over ``P`` without being copied per channel; inputs are staged channel-last, and one slab is
+a range of ``BG`` rows or of chunks inside one row, with every channel, laid out step-major ``(bg, T, nc, N, P)``:
+every per-step slice is contiguous (for one row) and the channel axis is innermost (long vectorised loops; B/C
+broadcast along it with stride 0).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 
@@ -36,27 +37,39 @@ import torch
 from ._checks import expand_bc
 from ._reference import finish_output, prepare_inputs
 
-#: Bytes that one slab's two working tensors of shape (bg, T, nc, N, p) (decays, states) may use together, fp32.
-#: Per-step slices are what must stay in cache; larger slabs mean fewer torch calls.
-SLAB_BUDGET_BYTES = 64 * 2**20
+#: Working tensors of shape (bg, T, nc, N, p) that one slab needs: decays, states and (backward) state adjoints.
+WORK_TENSORS = 3
+#: Bytes that one slab's working tensors may use together, fp32. Whole-slab passes run at cache speed while the slab
+#: stays in the last-level cache (32 MB on the 2-core Zen machine of benchmarks/results/scan.md); larger slabs mean
+#: fewer torch calls.
+SLAB_BUDGET_BYTES = 24 * 2**20
 
 _WORKSPACE = threading.local()
+LOG2E = math.log2(math.e)
 
 
-def _scratch(like: torch.Tensor, shape: tuple, count: int) -> list[torch.Tensor]:
-    """``count`` uninitialised fp32 tensors of ``shape`` for intermediate results.
+def _workspace(like: torch.Tensor, shapes: list[tuple]) -> list[torch.Tensor]:
+    """Uninitialised fp32 tensors of the given shapes for intermediate results of one call.
 
     On CPU they are carved from one buffer cached per thread and reused by every call: a fresh multi-MB tensor costs
-    a page fault per 4 KiB on first touch (as much time as the arithmetic that fills it). On GPU the caching
-    allocator already reuses memory, so plain allocations are used.
+    a page fault per 4 KiB on first touch (as much time as the arithmetic that fills it), and glibc hands such
+    blocks back to the system after each call. On GPU the caching allocator already reuses memory, so plain
+    allocations are used.
     """
-    n = math.prod(shape)
     if like.device.type != "cpu":
-        return [like.new_empty(shape) for _ in range(count)]
+        return [like.new_empty(shape, dtype=torch.float32) for shape in shapes]
+    sizes = [math.prod(shape) for shape in shapes]
     buf = getattr(_WORKSPACE, "buffer", None)
-    if buf is None or buf.numel() < n * count:
-        buf = _WORKSPACE.buffer = torch.empty(n * count, dtype=torch.float32)
-    return [buf[i * n:(i + 1) * n].view(shape) for i in range(count)]
+    if buf is None or buf.numel() < sum(sizes):
+        buf = _WORKSPACE.buffer = torch.empty(sum(sizes), dtype=torch.float32)
+    offsets = [0, *itertools.accumulate(sizes)]
+    return [buf[o:o + n].view(shape) for o, n, shape in zip(offsets, sizes, shapes)]
+
+
+def _split(flat: torch.Tensor, shape: tuple, count: int) -> list[torch.Tensor]:
+    """``count`` tensors of ``shape`` from the front of a flat workspace tensor."""
+    n = math.prod(shape)
+    return [flat[i * n:(i + 1) * n].view(shape) for i in range(count)]
 
 
 def clear_workspace() -> None:
@@ -85,23 +98,26 @@ def _group_layout(B: torch.Tensor, batch: int, dim: int, length: int) -> torch.T
     return expand_bc(B, batch, dim, length).reshape(batch * dim, B.shape[1], length)
 
 
-def _slabs(n_rows: int, P: int, elems_per_channel: int, budget: int):
-    """Yields ``(row0, row1, [(p0, p1), ...])``: row ranges and the channel ranges of each slab inside them.
+def _slabs(n_rows: int, n_chunks: int, chunk_elems: int, budget: int):
+    """Yields ``(r0, r1, c0, c1)``: slabs of rows ``r0:r1`` and chunks ``c0:c1``, each row's chunks in order.
 
-    A slab's two working tensors fit ``budget`` bytes (at least one channel per slab), and there are at least two
-    slabs when there are two channels, so the scratch never exceeds the size of one (B, D, L, N) fp32 tensor.
+    A slab's :data:`WORK_TENSORS` working tensors (``chunk_elems`` fp32 elements per chunk and row, all channels)
+    fit ``budget`` bytes, at least one chunk per slab, and there are at least that many slabs when there are enough
+    chunks, so the scratch never exceeds the size of one (B, D, L, N) fp32 tensor. Slabs keep every channel: the
+    channel axis is the innermost one of all the whole-slab products, the longer it is the faster they run.
     """
-    per_channel = 2 * 4 * max(elems_per_channel, 1)
-    budget = min(budget, n_rows * P * per_channel // 2)  # at least two slabs: scratch <= one (B, D, L, N) tensor
-    max_channels = max(1, budget // per_channel)
-    if max_channels >= P:
-        rows = max(1, max_channels // P)
+    per_chunk = WORK_TENSORS * 4 * max(chunk_elems, 1)
+    budget = min(budget, n_rows * n_chunks * per_chunk // WORK_TENSORS)  # scratch <= one (B, D, L, N) tensor
+    max_chunks = max(1, budget // per_chunk)
+    if max_chunks >= n_chunks:
+        rows = max(1, max_chunks // n_chunks)
         for r0 in range(0, n_rows, rows):
-            yield r0, min(n_rows, r0 + rows), [(0, P)]
+            yield r0, min(n_rows, r0 + rows), 0, n_chunks
     else:
-        width = -(-P // -(-P // max_channels))  # equal slabs: ceil(P / number of slabs)
+        width = -(-n_chunks // -(-n_chunks // max_chunks))  # equal slabs: ceil(nc / number of slabs)
         for r0 in range(n_rows):
-            yield r0, r0 + 1, [(p0, min(P, p0 + width)) for p0 in range(0, P, width)]
+            for c0 in range(0, n_chunks, width):
+                yield r0, r0 + 1, c0, min(n_chunks, c0 + width)
 
 
 def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
@@ -110,59 +126,80 @@ def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
 
 
 class _Slab:
-    """One slab in step-major layout (small tensors only; the (bg, T, nc, N, p) ones are scratch).
+    """One slab in step-major layout: rows ``r0:r1`` of the ``BG`` rows, chunks ``c0:c1``, every channel.
 
-    ``delta, u, du = delta * u: (bg, T, nc, 1, p)``; ``B, C: (bg, T, nc, N, 1)``; ``A: (bg, 1, N, p)``.
+    ``delta, u, du = delta * u: (bg, T, nc, 1, P)`` (delta biased, activated, zero on padded steps);
+    ``B, C: (bg, T, nc, N, 1)``; ``A: (bg, 1, 1, N, P)``; ``D: (bg, 1, 1, 1, P)`` or None, where ``nc = c1 - c0``.
+    The ``(bg, T, nc, N, P)`` tensors it fills are scratch; every per-step slice ``[:, t]`` of them is contiguous
+    for one row.
     """
 
-    def __init__(self, u, delta, B, C, A3, G, T, rows, ps):
-        (r0, r1), (p0, p1) = rows, ps
-        self.u = _steps(u[r0:r1, :, p0:p1], T).unsqueeze(3).contiguous()
-        self.delta = _steps(delta[r0:r1, :, p0:p1], T).unsqueeze(3).contiguous()
-        self.du = self.delta * self.u
-        self.B, self.C = B, C
-        # per-step views, made once: indexing inside the step loops costs more Python time than the small ops
-        self.delta_t, self.du_t, self.B_t, self.C_t = (x.unbind(1) for x in (self.delta, self.du, B, C))
-        group_of_row = torch.arange(r0, r1, device=u.device) % G
-        self.A = A3[group_of_row, p0:p1].transpose(1, 2)[:, None].contiguous()
+    def __init__(self, u, delta, B_cl, C_cl, A3, D, bias, softplus, length, G, T, slab):
+        r0, r1, c0, c1 = slab
+        self.rows, self.steps = slice(r0, r1), slice(c0 * T, c1 * T)
         self.T = T
+        self.group_of_row = torch.arange(r0, r1, device=u.device) % G
+        self.u = self.take(u).unsqueeze(3).contiguous()
+        raw = self.take(delta).unsqueeze(3)
+        self.delta = torch.empty(raw.shape, dtype=raw.dtype, device=raw.device)  # never a view of the input
+        if bias is not None:
+            torch.add(raw, self.per_row(bias), out=self.delta)
+        else:
+            self.delta.copy_(raw)
+        if softplus:
+            self.delta = torch.nn.functional.softplus(self.delta)
+        self.first_padded = length - (c1 - 1) * T if c1 * T > length else None  # padding: in the last chunk only
+        self.zero_padding_(self.delta)  # padded steps stay neutral: decay 1, no input
+        self.du = self.delta * self.u
+        self.B, self.C = (self.take(x).unsqueeze(4).contiguous() for x in (B_cl, C_cl))
+        self.A = A3[self.group_of_row].transpose(1, 2)[:, None, None].contiguous()
+        self.A_log2e = self.A * LOG2E  # decays as exp2: torch's exp2 ran 3-4x faster than its exp on the CPU
+        self.D = self.per_row(D) if D is not None else None
+
+    def zero_padding_(self, x: torch.Tensor) -> torch.Tensor:
+        """Zeroes the padded steps of a step-major ``(bg, T, nc, ...)`` slab tensor in place."""
+        if self.first_padded is not None:
+            x[:, self.first_padded:, -1] = 0
+        return x
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """This slab's part of a channel-last ``(BG, Lp, c)`` tensor, step-major ``(bg, T, nc, c)`` (a view)."""
+        return _steps(x[self.rows, self.steps], self.T)
+
+    def per_row(self, x: torch.Tensor) -> torch.Tensor:
+        """A per-group channel vector ``(G, P)`` for this slab's rows, as ``(bg, 1, 1, 1, P)``."""
+        return x[self.group_of_row][:, None, None, None]
 
     def work_shape(self) -> tuple:
-        bg, T, nc = self.delta.shape[:3]
-        return (bg, T, nc, self.A.shape[2], self.A.shape[3])
+        return self.delta.shape[:3] + self.A.shape[3:]
 
-    def decay(self, t: int, out: torch.Tensor) -> torch.Tensor:
-        """``a_t = exp(delta_t * A)`` into ``out: (bg, nc, N, p)``."""
-        return torch.mul(self.delta_t[t], self.A, out=out).exp_()
+    def decays(self, out: torch.Tensor) -> torch.Tensor:
+        """``a_t = exp(delta_t * A) = 2^(delta_t * A log2(e))`` of every step into ``out: (bg, T, nc, N, P)``."""
+        return torch.mul(self.delta, self.A_log2e, out=out).exp2_()
+
+    def inputs(self, out: torch.Tensor) -> torch.Tensor:
+        """``x_t = delta_t u_t B_t`` of every step into ``out: (bg, T, nc, N, P)``."""
+        return torch.mul(self.du, self.B, out=out)
 
     def chunk_decay(self) -> torch.Tensor:
-        """``exp(A * sum_t delta_t)`` per chunk: ``(bg, nc, N, p)``."""
-        return torch.mul(self.delta.sum(1), self.A).exp_()
-
-    def chunk_starts(self, a: torch.Tensor):
-        """Fills ``a`` with the decays; returns the states entering each chunk ``(bg, nc, N, p)`` and the last one.
-
-        A local scan from zero gives each chunk's end state; a scan over chunks links them.
-        """
-        a_t = a.unbind(1)
-        s = torch.mul(self.du_t[0], self.B_t[0])
-        self.decay(0, a_t[0])
-        for t in range(1, self.T):
-            s.mul_(self.decay(t, a_t[t])).addcmul_(self.du_t[t], self.B_t[t])
-        ends = _scan_chunks(self.chunk_decay(), s)
-        starts = torch.cat([torch.zeros_like(ends[:, :1]), ends[:, :-1]], dim=1)
-        return starts, ends[:, -1]
+        """``exp(A * sum_t delta_t)`` per chunk: ``(bg, nc, N, P)``."""
+        return torch.mul(self.delta.sum(1), self.A_log2e[:, 0]).exp2_()
 
 
-def _contract(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` over the last two dims into ``out``; a broadcast product when the contracted size is 1 (N = 1)."""
-    return torch.mul(a, b, out=out) if a.shape[-1] == 1 else torch.matmul(a, b, out=out)
+def _batches(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """``(bg, T, nc, ...)`` -> ``(bg * T * nc, rows, cols)``: one small matrix per (row, step, chunk) (a view)."""
+    return x.view(-1, rows, cols)
+
+
+def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched ``a @ b`` of ``(K, m, k) @ (K, k, n)``; a broadcast product when the contracted size is 1 (N = 1)."""
+    return torch.mul(a, b) if a.shape[-1] == 1 else torch.bmm(a, b)
 
 
 def _scan_chunks(decay: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """Inclusive linear scan along dim 1: ``E_c = decay_c * E_{c-1} + x_c`` (``E_{-1} = 0``), log-depth.
 
-    Hillis-Steele doubling on ``(bg, nc, N, p)`` tensors: ``2 log2(nc)`` ops instead of ``nc`` sequential ones.
+    Hillis-Steele doubling on ``(bg, nc, N, P)`` tensors: ``2 log2(nc)`` ops instead of ``nc`` sequential ones.
     Products of decays only shrink, so nothing can overflow.
     """
     x, decay = x.clone(), decay.clone()
@@ -175,123 +212,161 @@ def _scan_chunks(decay: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _adjoint_carries(slab: _Slab, a: torch.Tensor, dy: torch.Tensor, carry_in: torch.Tensor) -> torch.Tensor:
-    """Adjoint of each chunk's last state arriving from the chunks after it, ``(bg, nc, N, p)``.
+def _scan_states(a: torch.Tensor, x: torch.Tensor, chunk_decay: torch.Tensor | None, starts: torch.Tensor):
+    """States ``h_t = a_t h_{t-1} + x_t`` of every step, written over ``x`` (``a, x: (bg, T, nc, N, P)``).
 
-    ``a``: the decays ``(bg, T, nc, N, p)``; ``dy: (bg, T, nc, 1, p)``; ``carry_in: (bg, N, p)`` is the adjoint
-    from beyond the sequence end (the gradient of the last state).
+    Without ``chunk_decay`` ``starts`` holds the state entering each chunk ``(bg, nc, N, P)`` and one pass
+    suffices. With it (the product of each chunk's decays), ``starts: (bg, N, P)`` is the state entering the first
+    chunk: a first pass from zero gives each chunk's end state and a log-depth scan over chunks links them.
+    Returns the chunk-start states ``(bg, nc, N, P)``.
     """
-    T, a_t, dy_t = a.shape[1], a.unbind(1), dy.unbind(1)
-    s = torch.mul(dy_t[T - 1], slab.C_t[T - 1])
+    a_t, x_t = a.unbind(1), x.unbind(1)
+    if chunk_decay is not None:
+        s = x_t[0].clone()
+        for t in range(1, len(x_t)):
+            torch.addcmul(x_t[t], a_t[t], s, out=s)
+        s[:, 0].addcmul_(chunk_decay[:, 0], starts)
+        ends = _scan_chunks(chunk_decay, s)
+        starts = torch.cat([starts[:, None], ends[:, :-1]], dim=1)
+    prev = starts
+    for t in range(len(x_t)):
+        prev = torch.addcmul(x_t[t], a_t[t], prev, out=x_t[t])
+    return starts
+
+
+def _scan_adjoints(a: torch.Tensor, y: torch.Tensor, chunk_decay: torch.Tensor, carry_in: torch.Tensor):
+    """State adjoints ``g_t = a_{t+1} g_{t+1} + y_t`` of every step, written over ``y`` (reverse time).
+
+    ``y_t = dy_t C_t`` is the direct gradient of each state; ``carry_in: (bg, N, P)`` is the adjoint of the last
+    state arriving from beyond the slab (the gradient of the last state, or the slab after). Like
+    :func:`_scan_states` in reverse: a first pass gives each chunk's contribution to the adjoint of the previous
+    chunk's last state, a log-depth scan over the flipped chunks links them, a second pass writes ``g``. Returns the
+    adjoint of the state entering the slab ``(bg, N, P)``.
+    """
+    a_t, y_t = a.unbind(1), y.unbind(1)
+    T = len(y_t)
+    s = y_t[T - 1].clone()
     for t in range(T - 2, -1, -1):
-        s.mul_(a_t[t + 1]).addcmul_(dy_t[t], slab.C_t[t])
-    s.mul_(a_t[0])  # each chunk's contribution to the adjoint of the previous chunk's last state
+        torch.addcmul(y_t[t], a_t[t + 1], s, out=s)
+    s.mul_(a_t[0])
     # carry_c = s_{c+1} + decay_{c+1} carry_{c+1}, carry_{nc-1} = carry_in: a forward scan on the flipped chunks
     flipped_in = torch.cat([carry_in[:, None], s[:, 1:].flip(1)], dim=1)
-    flipped_decay = torch.cat([torch.zeros_like(carry_in[:, None]), slab.chunk_decay()[:, 1:].flip(1)], dim=1)
-    return _scan_chunks(flipped_decay, flipped_in).flip(1)
+    flipped_decay = torch.cat([torch.zeros_like(carry_in[:, None]), chunk_decay[:, 1:].flip(1)], dim=1)
+    carry = _scan_chunks(flipped_decay, flipped_in).flip(1)
+    y_t[T - 1].add_(carry)
+    for t in range(T - 2, -1, -1):
+        torch.addcmul(y_t[t], a_t[t + 1], y_t[t + 1], out=y_t[t])
+    return s[:, 0].addcmul_(chunk_decay[:, 0], carry[:, 0])
+
+
+def _to_channel_last_(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Fills ``out: (R, Lp, c)`` with ``x: (R, c, L)`` transposed, zero-padded from ``L`` to ``Lp`` steps.
+
+    On the CPU the copy runs over blocks of 8 channels: a plain copy of the transposed view walks all ``c`` rows,
+    ``L`` elements apart, for every step, and ran 2-4x slower at the benchmark shapes (benchmarks/results/scan.md).
+    """
+    L, c = x.shape[2], x.shape[1]
+    out[:, L:] = 0
+    step = 8 if x.device.type == "cpu" else c
+    for c0 in range(0, c, step):
+        out[:, :L, c0:c0 + step].copy_(x[:, c0:c0 + step].transpose(1, 2))
+    return out
+
+
+def _channel_major(x: torch.Tensor, length: int) -> torch.Tensor:
+    """``(R, Lp, c)`` -> a new ``(R, c, L)`` tensor, the padding dropped (a plain copy is fast in this direction)."""
+    return x[:, :length].transpose(1, 2).contiguous()
+
+
+def _plan(BG: int, P: int, N: int, length: int, T: int, budget: int):
+    """Slabs of one call and the size of the largest: ``(padded length, [(r0, r1, c0, c1), ...], elements)``."""
+    Lp = -(-length // T) * T
+    slabs = list(_slabs(BG, Lp // T, T * N * P, budget))
+    return Lp, slabs, max((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in slabs) * T * N * P
 
 
 class ChunkedScanFn(torch.autograd.Function):
-    """Core scan ``y_t = <h_t, C_t>`` on fp32 channel-last inputs, with the delta bias and softplus folded in.
+    """Core scan ``y_t = <h_t, C_t> + D u_t`` with the delta bias and softplus folded in; channel-major in and out.
 
-    Inputs: ``u, delta: (BG, Lp, P)`` zero-padded from ``length`` to ``Lp``, a multiple of ``T``; ``A3: (G, P, N)``;
-    ``B, C: (BG, Lp, N)``; ``bias: (G, P)`` or None. Outputs: ``y: (BG, Lp, P)`` and ``last_state: (BG, N, P)``.
-    Folding ``softplus(delta + bias)`` in saves its autograd graph: the backward needs only the activated delta,
-    since ``softplus'(x) = 1 - exp(-softplus(x))``.
+    Inputs: ``u, delta: (BG, P, L)``; ``A3: (G, P, N)``; ``B, C: (BG, N, L)``; ``D, bias: (G, P)`` or None (row
+    ``r`` of the ``BG = batch * G`` rows belongs to group ``r % G``). Outputs: ``y: (BG, P, L)`` and
+    ``last_state: (BG, N, P)``. Inside, the sequence is zero-padded to a multiple of ``T`` and laid out
+    channel-last in the workspace, forward and backward alike: only the inputs and the chunk-start states are kept
+    between the two. Folding the bias, softplus and skip term in keeps their whole-tensor autograd graph (and its
+    allocations) away: the backward needs only the activated delta, since ``softplus'(x) = 1 - exp(-softplus(x))``,
+    and recomputes it slab by slab.
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A3, B_cl, C_cl, bias, G, T, budget, softplus, length):
-        BG, Lp, P = u.shape
-        if bias is not None:
-            delta = delta + bias.repeat(BG // G, 1)[:, None, :]  # row r = (b, g) uses bias[g]
-        if softplus:
-            delta = torch.nn.functional.softplus(delta)
-        if (bias is not None or softplus) and length < Lp:
-            delta[:, length:] = 0  # padded steps stay neutral: decay 1, no input
+    def forward(ctx, u, delta, A3, B, C, D, bias, G, T, budget, softplus):
+        BG, P, length = u.shape
         N = A3.shape[-1]
-        y = u.new_empty(BG, Lp, P)
-        last_state = u.new_empty(BG, N, P)
+        Lp, slabs, work = _plan(BG, P, N, length, T, budget)
+        *staged, y, flat = _workspace(u, [(BG, Lp, P)] * 2 + [(BG, Lp, N)] * 2 + [(BG, Lp, P), (2 * work,)])
+        u_cl, delta_cl, B_cl, C_cl = (_to_channel_last_(o, x) for o, x in zip(staged, (u, delta, B, C)))
+        last_state = u.new_zeros(BG, N, P)  # carried from slab to slab along each row: ends as the last state
         starts_all = u.new_empty(BG, Lp // T, N, P)
-        for r0, r1, p_ranges in _slabs(BG, P, Lp * N, budget):
-            B, C = (_steps(t[r0:r1], T).unsqueeze(4).contiguous() for t in (B_cl, C_cl))  # (bg, T, nc, N, 1)
-            C_row = C.transpose(-1, -2)  # (bg, T, nc, 1, N)
-            for p0, p1 in p_ranges:
-                slab = _Slab(u, delta, B, C, A3, G, T, (r0, r1), (p0, p1))
-                (a,) = _scratch(u, slab.work_shape(), 1)
-                starts, last = slab.chunk_starts(a)
-                h = starts.clone()
-                ys = u.new_empty(T, *slab.delta_t[0].shape)  # (T, bg, nc, 1, p), step-outer: out= slices
-                for a_t, du_t, B_t, C_t, y_t in zip(a.unbind(1), slab.du_t, slab.B_t, C_row.unbind(1), ys):
-                    h.mul_(a_t).addcmul_(du_t, B_t)
-                    _contract(C_t, h, y_t)
-                _steps(y[r0:r1, :, p0:p1], T).copy_(ys.squeeze(3).transpose(0, 1))
-                last_state[r0:r1, :, p0:p1] = last
-                starts_all[r0:r1, :, :, p0:p1] = starts
-        ctx.save_for_backward(u, delta, A3, B_cl, C_cl, starts_all)
-        ctx.G, ctx.T, ctx.budget, ctx.length = G, T, budget, length
-        ctx.softplus, ctx.has_bias = softplus, bias is not None
-        return y, last_state
+        for r0, r1, c0, c1 in slabs:
+            slab = _Slab(u_cl, delta_cl, B_cl, C_cl, A3, D, bias, softplus, length, G, T, (r0, r1, c0, c1))
+            a, h = _split(flat, slab.work_shape(), 2)
+            slab.decays(a)
+            starts_all[r0:r1, c0:c1] = _scan_states(a, slab.inputs(h), slab.chunk_decay(), last_state[r0:r1])
+            ys = _contract(_batches(slab.C, 1, N), _batches(h, N, P)).view(slab.u.shape)  # sum_n C_t h_t
+            if slab.D is not None:
+                ys.addcmul_(slab.D, slab.u)
+            slab.take(y).copy_(ys.squeeze(3))
+            last_state[r0:r1] = h[:, -1, -1]
+        ctx.save_for_backward(u, delta, A3, B, C, D, bias, starts_all)
+        ctx.G, ctx.T, ctx.budget, ctx.softplus = G, T, budget, softplus
+        return _channel_major(y, length), last_state
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        u, delta, A3, B_cl, C_cl, starts_all = ctx.saved_tensors
+        u_in, delta_in, A3, B_in, C_in, D, bias, starts_all = ctx.saved_tensors
         G, T = ctx.G, ctx.T
-        BG, Lp, P = u.shape
+        BG, P, length = u_in.shape
         N = A3.shape[-1]
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        Lp, slabs, work = _plan(BG, P, N, length, T, ctx.budget)
+        *staged, du, ddelta, dB, dC, flat = _workspace(
+            u_in, [(BG, Lp, P)] * 3 + [(BG, Lp, N)] * 2 + [(BG, Lp, P)] * 2 + [(BG, Lp, N)] * 2 + [(3 * work,)])
+        if dy is None:
+            dy = torch.zeros_like(u_in)
+        u, delta, dy, B_cl, C_cl = (_to_channel_last_(o, x) for o, x in zip(staged, (u_in, delta_in, dy, B_in, C_in)))
         dA = torch.zeros_like(A3)
-        dB, dC = torch.zeros_like(B_cl), torch.zeros_like(C_cl)
-        dy = dy if dy is not None else torch.zeros_like(u)
-        for r0, r1, p_ranges in _slabs(BG, P, Lp * N, ctx.budget):
-            B, C = (_steps(t[r0:r1], T).unsqueeze(4).contiguous() for t in (B_cl, C_cl))
-            B_row = B.transpose(-1, -2)  # (bg, T, nc, 1, N)
-            for p0, p1 in p_ranges:
-                slab = _Slab(u, delta, B, C, A3, G, T, (r0, r1), (p0, p1))
-                dys = _steps(dy[r0:r1, :, p0:p1], T).unsqueeze(3).contiguous()  # (bg, T, nc, 1, p)
-                dy_col, du_col = (x.transpose(-1, -2).contiguous() for x in (dys, slab.du))  # (bg, T, nc, p, 1)
-                a, h = _scratch(u, slab.work_shape(), 2)
-                starts = starts_all[r0:r1, :, :, p0:p1]
-                a_t, h_t = a.unbind(1), h.unbind(1)
-                prev_t = (starts,) + h_t[:-1]  # h_{t-1}
-                for t in range(T):  # recompute decays and states
-                    torch.mul(slab.decay(t, a_t[t]), prev_t[t], out=h_t[t]).addcmul_(slab.du_t[t], slab.B_t[t])
-                carry = dlast[r0:r1, :, p0:p1] if dlast is not None else torch.zeros_like(starts[:, 0])
-                g = _adjoint_carries(slab, a, dys, carry)  # becomes the state adjoint g_t, step by step
-                w = torch.empty_like(g)
-                dA_acc = torch.zeros_like(g)
-                # per-step results, step-outer so that each step writes one contiguous slice
-                dCs, dBs = (u.new_empty(T, *g.shape[:-1], 1) for _ in range(2))  # (T, bg, nc, N, 1)
-                gBs, wAs = (u.new_empty(T, *dys[:, 0].shape) for _ in range(2))  # (T, bg, nc, 1, p)
-                dys_t, dy_col_t, du_col_t, B_row_t = (x.unbind(1) for x in (dys, dy_col, du_col, B_row))
-                for t in range(T - 1, -1, -1):
-                    if t < T - 1:
-                        g.mul_(a_t[t + 1])
-                    g.addcmul_(dys_t[t], slab.C_t[t])  # g_t = dy_t C_t + a_{t+1} g_{t+1}
-                    torch.matmul(h_t[t], dy_col_t[t], out=dCs[t])  # sum_p dy_t h_t
-                    torch.matmul(g, du_col_t[t], out=dBs[t])  # sum_p g_t delta_t u_t
-                    _contract(B_row_t[t], g, gBs[t])  # sum_n g_t B_t
-                    # w_t = d loss / d log(a_t) = g_t a_t h_{t-1}; feeds d delta (via A) and d A (via delta)
-                    torch.mul(g, a_t[t], out=w).mul_(prev_t[t])
-                    dA_acc.addcmul_(w, slab.delta_t[t])
-                    torch.sum(w.mul_(slab.A), 2, keepdim=True, out=wAs[t])
-
-                def by_step(x):  # (T, bg, nc, c, 1) or (T, bg, nc, 1, c) -> (bg, T, nc, c)
-                    return x.flatten(3).transpose(0, 1)
-
-                gB = by_step(gBs)
-                _steps(du[r0:r1, :, p0:p1], T).copy_(slab.delta.squeeze(3) * gB)
-                _steps(ddelta[r0:r1, :, p0:p1], T).copy_(by_step(wAs).addcmul_(slab.u.squeeze(3), gB))
-                _steps(dC[r0:r1], T).add_(by_step(dCs))
-                _steps(dB[r0:r1], T).add_(by_step(dBs))
-                dA_rows = dA_acc.sum(1).transpose(1, 2)  # (bg, p, N)
-                dA.index_add_(0, torch.arange(r0, r1, device=u.device) % G,
-                              torch.nn.functional.pad(dA_rows, (0, 0, p0, P - p1)))
-        if ctx.softplus:
-            ddelta.mul_(-torch.expm1(-delta))  # softplus'(x) = sigmoid(x) = 1 - exp(-softplus(x))
-        dbias = ddelta[:, :ctx.length].sum(1).view(-1, G, P).sum(0) if ctx.has_bias else None
-        return du, ddelta, dA, dB, dC, dbias, None, None, None, None, None
+        dD = torch.zeros_like(D) if D is not None else None
+        dbias = torch.zeros_like(bias) if bias is not None else None
+        carry = dlast.clone() if dlast is not None else u.new_zeros(BG, N, P)  # from later slabs, per row
+        for r0, r1, c0, c1 in reversed(slabs):
+            slab = _Slab(u, delta, B_cl, C_cl, A3, D, bias, ctx.softplus, length, G, T, (r0, r1, c0, c1))
+            dys = slab.take(dy).unsqueeze(3).contiguous()  # (bg, T, nc, 1, P)
+            a, h, g = _split(flat, slab.work_shape(), 3)
+            starts = starts_all[r0:r1, c0:c1]
+            slab.decays(a)
+            _scan_states(a, slab.inputs(h), None, starts)  # recomputed states
+            carry[r0:r1] = _scan_adjoints(a, torch.mul(dys, slab.C, out=g), slab.chunk_decay(), carry[r0:r1])
+            hT, gT = (_batches(x, N, P).transpose(1, 2) for x in (h, g))  # (bg T nc, P, N) views
+            slab.take(dC).copy_(_contract(_batches(dys, 1, P), hT).view(dys.shape[:3] + (N,)))  # sum_p dy_t h_t
+            slab.take(dB).copy_(_contract(_batches(slab.du, 1, P), gT).view(dys.shape[:3] + (N,)))  # sum_p g du
+            gB = _contract(_batches(slab.B, 1, N), _batches(g, N, P)).view(dys.shape)  # sum_n g_t B_t
+            # w_t = d loss / d log(a_t) = g_t a_t h_{t-1}; feeds d delta (via A) and d A (via delta)
+            w = g.mul_(a)
+            w[:, 1:].mul_(h[:, :-1])
+            w[:, 0].mul_(starts)
+            dA_rows = torch.mul(w, slab.delta, out=h).sum((1, 2)).transpose(1, 2)  # (bg, P, N)
+            dA.index_add_(0, slab.group_of_row, dA_rows)
+            d_delta = w.mul_(slab.A).sum(3, keepdim=True).addcmul_(slab.u, gB)  # (bg, T, nc, 1, P)
+            if ctx.softplus:
+                d_delta.mul_(torch.expm1(slab.delta.neg()).neg_())  # sigmoid(x) = 1 - exp(-softplus(x))
+            slab.take(ddelta).copy_(slab.zero_padding_(d_delta).squeeze(3))
+            d_u = gB.mul_(slab.delta)
+            if D is not None:
+                d_u.addcmul_(slab.D, dys)
+                dD.index_add_(0, slab.group_of_row, (dys * slab.u).sum((1, 2, 3)))
+            slab.take(du).copy_(d_u.squeeze(3))
+            if bias is not None:
+                dbias.index_add_(0, slab.group_of_row, d_delta.sum((1, 2, 3)))
+        du, ddelta, dB, dC = (_channel_major(x, length) for x in (du, ddelta, dB, dC))
+        return du, ddelta, dA, dB, dC, dD, dbias, None, None, None, None
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -300,7 +375,7 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
 
     Args:
         chunk_length: steps per chunk ``T``; default :func:`default_chunk_length`.
-        slab_budget_bytes: working memory of one slab of channels (forward and backward).
+        slab_budget_bytes: working memory of one slab of chunks (forward and backward).
     """
     out_dtype = u.dtype
     batch, dim, length = u.shape
@@ -312,13 +387,11 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
         Bg = expand_bc(B, batch, dim, length)[:, :: dim // G].reshape(batch * G, -1, length)
         Cg = expand_bc(C, batch, dim, length)[:, :: dim // G].reshape(batch * G, -1, length)
     P = dim // G
-    T = chunk_length or default_chunk_length(length)
-    pad = (-length) % T
-    channel_last = [(torch.nn.functional.pad(t, (0, pad)) if pad else t).transpose(1, 2).contiguous()
-                    for t in (u.reshape(batch * G, P, length), delta.reshape(batch * G, P, length), Bg, Cg)]
-    bias = delta_bias.float().reshape(G, P) if delta_bias is not None else None
-    y, last = ChunkedScanFn.apply(*channel_last[:2], A.reshape(G, P, -1), *channel_last[2:], bias, G, T,
-                                  slab_budget_bytes, delta_softplus, length)
-    y = y[:, :length].transpose(1, 2).reshape(batch, dim, length)
-    out = finish_output(y, u, D, z, out_dtype)
+    per_group = [x.reshape(G, P) if x is not None else None for x in (D, delta_bias)]
+    if per_group[1] is not None:
+        per_group[1] = per_group[1].float()
+    y, last = ChunkedScanFn.apply(u.reshape(batch * G, P, length), delta.reshape(batch * G, P, length),
+                                  A.reshape(G, P, -1), Bg, Cg, *per_group, G,
+                                  chunk_length or default_chunk_length(length), slab_budget_bytes, delta_softplus)
+    out = finish_output(y.view(batch, dim, length), u, None, z, out_dtype)
     return (out, last.transpose(1, 2).reshape(batch, dim, -1)) if return_last_state else out
