@@ -146,11 +146,11 @@ def test_interleaved_calls_share_the_workspace_safely():
     outs = [selective_scan_chunked(*(x[n] for n in NAMES[:5]), D=x["D"], z=x["z"], delta_bias=x["delta_bias"],
                                    delta_softplus=True, return_last_state=True, chunk_length=T)
             for x, T in zip(leaves, (8, 16))]
-    for (out, last), x in reversed(list(zip(outs, leaves))):
+    for out, last in reversed(outs):
         gen = torch.Generator().manual_seed(1)  # the gradients run() uses
         torch.autograd.backward([out, last], [torch.randn(out.shape, generator=gen),
                                               torch.randn(last.shape, generator=gen)])
-    for x, (out, last), w in zip(leaves, outs, want):
+    for x, (out, _), w in zip(leaves, outs, want):
         torch.testing.assert_close(out.detach(), w["out"], rtol=0, atol=0)
         for n in NAMES:
             torch.testing.assert_close(x[n].grad, w[n], rtol=0, atol=0, msg=lambda m, n=n: f"{n}: {m}")
