@@ -134,7 +134,7 @@ class _Slab:
     for one row.
     """
 
-    def __init__(self, u, delta, B_cl, C_cl, A3, D, bias, softplus, length, G, T, slab):
+    def __init__(self, u, delta, B_cl, C_cl, A3, D, bias, softplus, length, G, T, slab, for_backward=False):
         r0, r1, c0, c1 = slab
         self.rows, self.steps = slice(r0, r1), slice(c0 * T, c1 * T)
         self.T = T
@@ -146,7 +146,9 @@ class _Slab:
             torch.add(raw, self.per_row(bias), out=self.delta)
         else:
             self.delta.copy_(raw)
+        self.softplus_grad = None  # d delta / d (delta + bias) where softplus is on
         if softplus:
+            self.softplus_grad = torch.sigmoid(self.delta) if for_backward else None
             self.delta = torch.nn.functional.softplus(self.delta)
         self.first_padded = length - (c1 - 1) * T if c1 * T > length else None  # padding: in the last chunk only
         self.zero_padding_(self.delta)  # padded steps stay neutral: decay 1, no input
@@ -301,8 +303,7 @@ class ChunkedScanFn(torch.autograd.Function):
     ``last_state: (BG, N, P)``. Inside, the sequence is zero-padded to a multiple of ``T`` and laid out
     channel-last in the workspace, forward and backward alike: only the inputs and the chunk-start states are kept
     between the two. Folding the bias, softplus and skip term in keeps their whole-tensor autograd graph (and its
-    allocations) away: the backward needs only the activated delta, since ``softplus'(x) = 1 - exp(-softplus(x))``,
-    and recomputes it slab by slab.
+    allocations) away: the backward recomputes the activated delta and ``softplus' = sigmoid`` slab by slab.
     """
 
     @staticmethod
@@ -345,7 +346,8 @@ class ChunkedScanFn(torch.autograd.Function):
         dbias = torch.zeros_like(bias) if bias is not None else None
         carry = dlast.clone() if dlast is not None else u.new_zeros(BG, N, P)  # from later slabs, per row
         for r0, r1, c0, c1 in reversed(slabs):
-            slab = _Slab(u, delta, B_cl, C_cl, A3, D, bias, ctx.softplus, length, G, T, (r0, r1, c0, c1))
+            slab = _Slab(u, delta, B_cl, C_cl, A3, D, bias, ctx.softplus, length, G, T, (r0, r1, c0, c1),
+                         for_backward=True)
             dys = slab.take(dy).unsqueeze(3).contiguous()  # (bg, T, nc, 1, P)
             a, h, g = _split(flat, slab.work_shape(), 3)
             starts = starts_all[r0:r1, c0:c1]
@@ -363,8 +365,8 @@ class ChunkedScanFn(torch.autograd.Function):
             dA_rows = torch.mul(w, slab.delta, out=h).sum((1, 2)).transpose(1, 2)  # (bg, P, N)
             dA.index_add_(0, slab.group_of_row, dA_rows)
             d_delta = w.mul_(slab.A).sum(3, keepdim=True).addcmul_(slab.u, gB)  # (bg, T, nc, 1, P)
-            if ctx.softplus:
-                d_delta.mul_(torch.expm1(slab.delta.neg()).neg_())  # sigmoid(x) = 1 - exp(-softplus(x))
+            if slab.softplus_grad is not None:
+                d_delta.mul_(slab.softplus_grad)
             slab.take(ddelta).copy_(slab.zero_padding_(d_delta).squeeze(3))
             d_u = gB.mul_(slab.delta)
             if D is not None:
