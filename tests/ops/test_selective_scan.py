@@ -206,3 +206,19 @@ def test_auto_uses_the_fused_cpu_kernel_when_numba_imports_and_errors_are_clear(
         selective_scan(args[0], args[1][..., :5], *args[2:])
     with pytest.raises(ValueError, match="argument 'D'"):
         selective_scan(*args, D=torch.ones(5))
+
+
+@pytest.mark.parametrize("rows, nc, width", [(1, 37, 128), (2, 37, 1)], ids=["step-loop", "doubling"])
+def test_chunk_linking_scan_matches_the_recurrence(rows, nc, width):
+    """Both ways of linking chunks (one step per chunk where rows * width >= 3 nc, log-depth doubling below) against
+    the recurrence E_c = decay_c E_{c-1} + x_c written out, in float64."""
+    from mambaseg.ops._chunked import _scan_chunks
+
+    gen = torch.Generator().manual_seed(0)
+    decay, x = torch.rand(rows, nc, 1, width, generator=gen, dtype=torch.float64), torch.randn(
+        rows, nc, 1, width, generator=gen, dtype=torch.float64)
+    want, e = [], torch.zeros_like(x[:, 0])
+    for c in range(nc):
+        e = decay[:, c] * e + x[:, c]
+        want.append(e)
+    torch.testing.assert_close(_scan_chunks(decay, x), torch.stack(want, 1))
