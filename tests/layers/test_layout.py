@@ -37,6 +37,8 @@ def test_copy_in_slabs_writes_every_element_once(slab):
     assert copy_in_slabs_(dst, src, dim=2) is dst and torch.equal(dst, src)
     dst = torch.zeros(2, 17, 6).transpose(1, 2)  # strided destination, contiguous source, slabs along dim 1
     assert torch.equal(copy_in_slabs_(dst, src.contiguous(), dim=1), src)
+    dst = torch.zeros(2, 6, 17)  # an explicit slab width that does not divide the axis (ragged last slab)
+    assert torch.equal(copy_in_slabs_(dst, src, dim=2, width=5), src)
 
 
 def test_tracing_records_the_plain_expression():

@@ -19,19 +19,20 @@ __all__ = ["copy_in_slabs_", "plain_layout_ops", "transpose_contiguous"]
 SLAB_ELEMENTS = 1 << 18
 
 
-def copy_in_slabs_(dst: Tensor, src: Tensor, dim: int) -> Tensor:
+def copy_in_slabs_(dst: Tensor, src: Tensor, dim: int, width: int | None = None) -> Tensor:
     """``dst.copy_(src)`` done in slabs along ``dim`` of about :data:`SLAB_ELEMENTS` elements per batch item.
 
     Args:
         dst: Destination, any strides; ``dim`` must not be 0 (the batch axis).
         src: Source of ``dst``'s shape, any strides.
         dim: Axis to cut into slabs.
+        width: Indices of ``dim`` per slab, instead of the :data:`SLAB_ELEMENTS` rule.
 
     Returns:
         ``dst``. On non-CPU devices, or when one slab holds everything, a single ``copy_``.
     """
     n = dst.shape[dim]
-    step = max(1, SLAB_ELEMENTS // max(1, dst.numel() // max(1, dst.shape[0] * n)))
+    step = width or max(1, SLAB_ELEMENTS // max(1, dst.numel() // max(1, dst.shape[0] * n)))
     if dst.device.type != "cpu" or step >= n:
         return dst.copy_(src)
     for start in range(0, n, step):
