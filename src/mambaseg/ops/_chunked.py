@@ -20,10 +20,12 @@ kept, ``T`` times fewer than the per-step states; the backward recomputes the st
 memory budget. Intermediate results live in one workspace per thread that every call reuses.
 
 Layout inside: channels are regrouped as ``(BG, P)`` with ``BG = batch * groups`` and ``P = dim // groups`` so
-grouped B/C broadcast over ``P`` without being copied per channel; inputs are staged channel-last, and one slab is
-a range of ``BG`` rows or of chunks inside one row, with every channel, laid out step-major ``(bg, T, nc, N, P)``:
-every per-step slice is contiguous (for one row) and the channel axis is innermost (long vectorised loops; B/C
-broadcast along it with stride 0).
+grouped B/C broadcast over ``P`` without being copied per channel. One slab is a range of ``BG`` rows or of chunks
+inside one row, with every channel, seen step-major ``(bg, T, nc, N, P)``. For ``N > 1`` it is stored that way
+(inputs staged channel-last row by row): every per-step slice is contiguous and the channel axis innermost (long
+vectorised loops; B/C broadcast along it with stride 0). For ``N = 1`` it is stored channel-major, as the inputs
+come, which saves the transposing copies that would otherwise cost more than the scan (:func:`channel_last`).
+Outputs are written slab by slab straight into the channel-major results.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from ._reference import finish_output, prepare_inputs
 
 #: Working tensors of shape (bg, T, nc, N, p) that one slab needs: decays, states and (backward) state adjoints.
 WORK_TENSORS = 3
+#: Tensors of shape (bg, T, nc, 1, P) in the workspace of one slab: delta, delta * u, softplus' and a spare.
+SLAB_CHANNEL_TENSORS = 4
 #: Bytes that one slab's working tensors may use together, fp32. Whole-slab passes run at cache speed while the slab
 #: stays in the last-level cache (32 MB on the 2-core Zen machine of benchmarks/results/scan.md); larger slabs mean
 #: fewer torch calls.
@@ -79,15 +83,18 @@ def clear_workspace() -> None:
     _WORKSPACE.buffer = None
 
 
-def default_chunk_length(length: int) -> int:
-    """Chunk length ``T``: the power of two nearest ``sqrt(L) / 2``, clamped to [8, 128].
+def default_chunk_length(length: int, d_state: int = 16) -> int:
+    """Chunk length ``T``: 8 at ``N = 1``; otherwise the power of two nearest ``sqrt(L) / 2``, clamped to [8, 128].
 
     Each step costs a handful of torch calls on a ``(bg, L / T, N, p)`` slice: a smaller ``T`` means fewer calls,
     a larger one smaller slices that stay in cache. Measured on a 2-core Zen3 (benchmarks/scan.py): T = 16-32 at
-    L = 1024-4096.
+    L = 1024-4096 for N = 16; at N = 1 (channel-major, strided per-step slices) T = 8 ran fastest at every L from
+    1024 to 32768, 10-40% ahead of T = 4, 16 and 32.
     """
     if length <= 8:
         return max(length, 1)
+    if d_state == 1:
+        return 8
     return int(min(128, max(8, 2 ** round(math.log2(math.sqrt(length) / 2)))))
 
 
@@ -105,7 +112,8 @@ def _slabs(n_rows: int, n_chunks: int, chunk_elems: int, budget: int):
 
     A slab's :data:`WORK_TENSORS` working tensors (``chunk_elems`` fp32 elements per chunk and row, all channels)
     fit ``budget`` bytes, at least one chunk per slab, and there are at least that many slabs when there are enough
-    chunks, so the scratch never exceeds the size of one (B, D, L, N) fp32 tensor. Slabs keep every channel: the
+    chunks, so they never exceed the size of one (B, D, L, N) fp32 tensor (with the :data:`SLAB_CHANNEL_TENSORS`,
+    the per-slab scratch stays within 7/3 of it at N = 1 and 52/48 at N = 16). Slabs keep every channel: the
     channel axis is the innermost one of all the whole-slab products, the longer it is the faster they run.
     """
     per_chunk = WORK_TENSORS * 4 * max(chunk_elems, 1)
@@ -122,43 +130,86 @@ def _slabs(n_rows: int, n_chunks: int, chunk_elems: int, budget: int):
                 yield r0, r0 + 1, c0, min(n_chunks, c0 + width)
 
 
-def _steps(x: torch.Tensor, T: int) -> torch.Tensor:
-    """Step-major view of a channel-last tensor: ``(bg, nc * T, c)`` -> ``(bg, T, nc, c)`` (no copy)."""
-    return x.unflatten(1, (-1, T)).transpose(1, 2)
+def channel_last(N: int) -> bool:
+    """Memory layout of a call's slab tensors: channel-last for ``N > 1``, channel-major (as the inputs come) for
+    ``N = 1``.
+
+    Channel-last makes every per-step slice contiguous and lets B/C broadcast along the innermost axis, but needs a
+    transposing copy of each input and output (u, delta, dy in; y, du, d delta out). At ``N = 1`` those copies cost
+    more than the whole scan (about 4 of 12 ms at (1, 96, 4096, 1) on the benchmark CPU), while strided per-step
+    slices cost little; at ``N = 16`` it is the other way round.
+    """
+    return N > 1
+
+
+def _steps(x: torch.Tensor, T: int, last: bool) -> torch.Tensor:
+    """Step-major view ``(bg, T, nc, c)`` (no copy) of a slab tensor stored channel-last ``(bg, nc T, c)`` or
+    channel-major ``(bg, c, nc T)``."""
+    return x.unflatten(1, (-1, T)).transpose(1, 2) if last else x.unflatten(2, (-1, T)).permute(0, 3, 2, 1)
+
+
+def _layout(shape: tuple, last: bool, flat: torch.Tensor | None = None, device=None) -> torch.Tensor:
+    """An uninitialised step-major ``(bg, T, nc, n, p)`` tensor stored channel-last (as that shape) or channel-major
+    (as ``(bg, p, n, nc, T)``): carved from the front of the flat workspace tensor ``flat``, or new on ``device``."""
+    stored = shape if last else tuple(shape[i] for i in (0, 4, 3, 2, 1))
+    x = flat[:math.prod(stored)].view(stored) if flat is not None else torch.empty(stored, device=device)
+    return x if last else x.permute(0, 4, 3, 2, 1)
+
+
+def _work(flat: torch.Tensor, shape: tuple, count: int, last: bool) -> list[torch.Tensor]:
+    """``count`` step-major ``(bg, T, nc, N, P)`` work tensors (:func:`_layout`) from a flat workspace tensor."""
+    n = math.prod(shape)
+    return [_layout(shape, last, flat[i * n:(i + 1) * n]) for i in range(count)]
+
+
+class _Rows:
+    """Per-row parameters of one call, each row ``r`` of the ``BG = batch * G`` rows from group ``r % G``:
+    ``group: (BG,)``; ``A, A_log2e: (BG, 1, 1, N, P)``; ``D, bias: (BG, 1, 1, 1, P)`` or None."""
+
+    def __init__(self, A3, D, bias, n_rows: int):
+        G = A3.shape[0]
+        self.group = torch.arange(n_rows, device=A3.device) % G
+        self.A = A3[self.group].transpose(1, 2)[:, None, None].contiguous()
+        self.A_log2e = self.A * LOG2E  # decays as exp2: torch's exp2 ran 3-4x faster than its exp on the CPU
+        self.D, self.bias = (x[self.group][:, None, None, None] if x is not None else None for x in (D, bias))
 
 
 class _Slab:
     """One slab in step-major layout: rows ``r0:r1`` of the ``BG`` rows, chunks ``c0:c1``, every channel.
 
-    ``delta, u, du = delta * u: (bg, T, nc, 1, P)`` (delta biased, activated, zero on padded steps);
-    ``B, C: (bg, T, nc, N, 1)``; ``A: (bg, 1, 1, N, P)``; ``D: (bg, 1, 1, 1, P)`` or None, where ``nc = c1 - c0``.
-    The ``(bg, T, nc, N, P)`` tensors it fills are scratch; every per-step slice ``[:, t]`` of them is contiguous
-    for one row.
+    Built from step-major views ``(bg, T, nc, c)`` of the slab's inputs (zero past the end of the sequence), in the
+    layout of :func:`channel_last`, which every tensor it makes keeps. ``delta, du = delta * u: (bg, T, nc, 1, P)``
+    (delta biased, activated, zero on padded steps); ``u`` the same shape (a view); ``B, C: (bg, T, nc, N, 1)``;
+    ``A, A_log2e: (bg, 1, 1, N, P)``; ``D: (bg, 1, 1, 1, P)`` or None; ``group: (bg,)``, where ``nc = c1 - c0``.
+    ``delta``, ``du``, ``softplus_grad`` and ``spare`` (for the caller) live in ``scratch``, a flat workspace tensor
+    of :data:`SLAB_CHANNEL_TENSORS` ``(bg, T, nc, 1, P)`` tensors: nothing per slab is allocated, so the peak memory
+    does not depend on how the allocator recycles blocks.
     """
 
-    def __init__(self, u, delta, B_cl, C_cl, A3, D, bias, softplus, length, G, T, slab, for_backward=False):
+    def __init__(self, u, delta, B, C, rows: _Rows, softplus, length, T, slab, last, scratch, for_backward=False):
         r0, r1, c0, c1 = slab
-        self.rows, self.steps = slice(r0, r1), slice(c0 * T, c1 * T)
-        self.T = T
-        self.group_of_row = torch.arange(r0, r1, device=u.device) % G
-        self.u = self.take(u).unsqueeze(3).contiguous()
-        raw = self.take(delta).unsqueeze(3)
-        self.delta = torch.empty(raw.shape, dtype=raw.dtype, device=raw.device)  # never a view of the input
-        if bias is not None:
-            torch.add(raw, self.per_row(bias), out=self.delta)
+        self.r0, self.s0, self.length, self.T = r0, c0 * T, length, T
+        self.group, self.A, self.A_log2e = rows.group[r0:r1], rows.A[r0:r1], rows.A_log2e[r0:r1]
+        self.D = rows.D[r0:r1] if rows.D is not None else None
+        self.u = u.unsqueeze(3)
+        n = self.u.numel()
+        self.delta, self.du, self.softplus_grad, self.spare = (
+            _layout(self.u.shape, last, scratch[i * n:(i + 1) * n]) for i in range(SLAB_CHANNEL_TENSORS))
+        pre = self.du if softplus else self.delta  # delta + bias, before the activation
+        if rows.bias is not None:
+            torch.add(delta.unsqueeze(3), rows.bias[r0:r1], out=pre)
         else:
-            self.delta.copy_(raw)
-        self.softplus_grad = None  # d delta / d (delta + bias) where softplus is on
+            pre.copy_(delta.unsqueeze(3))
+        if softplus and for_backward:
+            torch.sigmoid(pre, out=self.softplus_grad)  # d delta / d pre = softplus'(pre)
+        else:
+            self.softplus_grad = None
         if softplus:
-            self.softplus_grad = torch.sigmoid(self.delta) if for_backward else None
-            self.delta = torch.nn.functional.softplus(self.delta)
+            torch._C._nn.softplus(pre, 1, 20, out=self.delta)  # F.softplus (beta 1, threshold 20) with out=
         self.first_padded = length - (c1 - 1) * T if c1 * T > length else None  # padding: in the last chunk only
         self.zero_padding_(self.delta)  # padded steps stay neutral: decay 1, no input
-        self.du = self.delta * self.u
-        self.B, self.C = (self.take(x).unsqueeze(4).contiguous() for x in (B_cl, C_cl))
-        self.A = A3[self.group_of_row].transpose(1, 2)[:, None, None].contiguous()
-        self.A_log2e = self.A * LOG2E  # decays as exp2: torch's exp2 ran 3-4x faster than its exp on the CPU
-        self.D = self.per_row(D) if D is not None else None
+        torch.mul(self.delta, self.u, out=self.du)
+        self.B, self.C = B.unsqueeze(4), C.unsqueeze(4)
 
     def zero_padding_(self, x: torch.Tensor) -> torch.Tensor:
         """Zeroes the padded steps of a step-major ``(bg, T, nc, ...)`` slab tensor in place."""
@@ -166,13 +217,9 @@ class _Slab:
             x[:, self.first_padded:, -1] = 0
         return x
 
-    def take(self, x: torch.Tensor) -> torch.Tensor:
-        """This slab's part of a channel-last ``(BG, Lp, c)`` tensor, step-major ``(bg, T, nc, c)`` (a view)."""
-        return _steps(x[self.rows, self.steps], self.T)
-
-    def per_row(self, x: torch.Tensor) -> torch.Tensor:
-        """A per-group channel vector ``(G, P)`` for this slab's rows, as ``(bg, 1, 1, 1, P)``."""
-        return x[self.group_of_row][:, None, None, None]
+    def put(self, out: torch.Tensor, values: torch.Tensor) -> None:
+        """Writes this slab's step-major ``values: (bg, T, nc, c)`` into the channel-major ``out: (BG, c, L)``."""
+        _put_steps_(out[self.r0:self.r0 + values.shape[0]], self.s0, values, self.length)
 
     def work_shape(self) -> tuple:
         return self.delta.shape[:3] + self.A.shape[3:]
@@ -187,17 +234,37 @@ class _Slab:
 
     def chunk_decay(self) -> torch.Tensor:
         """``exp(A * sum_t delta_t)`` per chunk: ``(bg, nc, N, P)``."""
-        return torch.mul(self.delta.sum(1), self.A_log2e[:, 0]).exp2_()
+        return torch.mul(_sum(self.delta, (1,)), self.A_log2e[:, 0]).exp2_()
 
 
-def _batches(x: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-    """``(bg, T, nc, ...)`` -> ``(bg * T * nc, rows, cols)``: one small matrix per (row, step, chunk) (a view)."""
-    return x.view(-1, rows, cols)
+def _sum(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """``x.sum(dims)``, reduced in the order of ``x``'s memory: torch reduced the step-major view of a channel-major
+    slab up to 10x slower than the same memory seen in its own order."""
+    order = sorted(range(x.dim()), key=lambda d: x.stride(d), reverse=True)  # outermost axis first
+    kept = [d for d in order if d not in dims]
+    out = x.permute(order).sum([order.index(d) for d in dims])  # axes left in the order of ``kept``
+    return out.permute([kept.index(d) for d in sorted(kept)])
 
 
-def _contract(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Batched ``a @ b`` of ``(K, m, k) @ (K, k, n)``; a broadcast product when the contracted size is 1 (N = 1)."""
-    return torch.mul(a, b) if a.shape[-1] == 1 else torch.bmm(a, b)
+def _sum_over_states(c: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``sum_n c_n x_n``: ``c: (bg, T, nc, N, 1)``, ``x: (bg, T, nc, N, P)`` -> ``(bg, T, nc, 1, P)``.
+
+    One small matrix product per (row, step, chunk) for ``N > 1`` (``x`` channel-last); a product at ``N = 1``,
+    written into ``out`` where given (it may be ``x``).
+    """
+    bg, T, nc, N, P = x.shape
+    if N == 1:
+        return torch.mul(c, x, out=out) if out is not None else c * x
+    return torch.bmm(c.reshape(-1, 1, N), x.view(-1, N, P)).view(bg, T, nc, 1, P)
+
+
+def _sum_over_channels(v: torch.Tensor, x: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
+    """``sum_p v_p x_{n p}``: ``v: (bg, T, nc, 1, P)``, ``x: (bg, T, nc, N, P)`` -> ``(bg, T, nc, N)``; at ``N = 1``
+    the products go to ``spare``, a tensor of ``v``'s shape."""
+    bg, T, nc, N, P = x.shape
+    if N == 1:
+        return _sum(torch.mul(v, x, out=spare), (4,))
+    return torch.bmm(v.reshape(-1, 1, P), x.view(-1, N, P).transpose(1, 2)).view(bg, T, nc, N)
 
 
 def _scan_chunks(decay: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -272,7 +339,7 @@ def _scan_adjoints(a: torch.Tensor, y: torch.Tensor, chunk_decay: torch.Tensor, 
 
 
 def _to_channel_last_(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Fills ``out: (R, Lp, c)`` with ``x: (R, c, L)`` transposed, zero-padded from ``L`` to ``Lp`` steps.
+    """Fills ``out: (R, S, c)`` with ``x: (R, c, L)`` transposed, zero-padded from ``L`` to ``S`` steps.
 
     On the CPU the copy runs over blocks of 8 channels: a plain copy of the transposed view walks all ``c`` rows,
     ``L`` elements apart, for every step, and ran 2-4x slower at the benchmark shapes (benchmarks/results/scan.md).
@@ -283,16 +350,73 @@ def _to_channel_last_(out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _channel_major(x: torch.Tensor, length: int) -> torch.Tensor:
-    """``(R, Lp, c)`` -> a new ``(R, c, L)`` tensor, the padding dropped (a plain copy is fast in this direction)."""
-    return x[:, :length].transpose(1, 2).contiguous()
+def _put_steps_(out: torch.Tensor, s0: int, values: torch.Tensor, length: int) -> None:
+    """Writes step-major ``values: (bg, T, nc, c)`` of steps ``s0 : s0 + nc T`` into channel-major
+    ``out: (bg, c, length)``, dropping the steps past ``length`` (only the last chunk can hold any)."""
+    _, T, nc, _ = values.shape
+    full = min(nc, (length - s0) // T)
+    if full:
+        out[:, :, s0:s0 + full * T].unflatten(2, (full, T)).permute(0, 3, 2, 1).copy_(values[:, :, :full])
+    if full < nc:
+        start = s0 + full * T
+        out[:, :, start:length].transpose(1, 2).copy_(values[:, :length - start, full])
+
+
+class _Inputs:
+    """A call's channel-major ``(BG, c, L)`` inputs, handed out as step-major views ``(bg, T, nc, c)`` of one slab
+    at a time, zero past ``L`` (the padding of the last chunk).
+
+    Channel-last (:func:`channel_last`): the slab's rows are staged whole, ``(bg, Lp, c)`` in the flat workspace
+    ``flat``, when a slab starts on new rows (slabs along one row reuse them): staging slab by slab took 12 copies
+    per input and slab and ran 10-20% slower at N = 16. Channel-major: views of the inputs, except for a slab that
+    reaches past ``L``, which is copied with zero padding.
+    """
+
+    def __init__(self, tensors, flat: torch.Tensor, T: int, last: bool):
+        self.tensors, self.flat, self.T, self.last = tensors, flat, T, last
+        self.length = tensors[0].shape[2]
+        self.rows, self.staged = None, []
+
+    @staticmethod
+    def workspace_elements(tensors, T: int, last: bool, slabs) -> int:
+        """Workspace elements that :meth:`slab` needs for ``slabs``."""
+        length = tensors[0].shape[2]
+        rows_times_steps = max((r1 - r0) * (-(-length // T) * T if last else (c1 - c0) * T)
+                               for r0, r1, c0, c1 in slabs)
+        return rows_times_steps * sum(x.shape[1] for x in tensors)
+
+    def _copies(self, r0: int, r1: int, s0: int, s1: int) -> list[torch.Tensor]:
+        """Steps ``s0:s1`` of rows ``r0:r1`` of each input, copied into the workspace, channel-last ``(bg, S, c)``
+        or channel-major ``(bg, c, S)``, zero past ``L``."""
+        out, offset = [], 0
+        for x in self.tensors:
+            part = x[r0:r1, :, s0:s1]
+            shape = (r1 - r0, s1 - s0, x.shape[1]) if self.last else (r1 - r0, x.shape[1], s1 - s0)
+            buf = self.flat[offset:offset + math.prod(shape)].view(shape)
+            offset += buf.numel()
+            if self.last:
+                _to_channel_last_(buf, part)
+            else:
+                buf[:, :, part.shape[2]:] = 0
+                buf[:, :, :part.shape[2]] = part
+            out.append(buf)
+        return out
+
+    def slab(self, r0: int, r1: int, c0: int, c1: int) -> list[torch.Tensor]:
+        T = self.T
+        if self.last:
+            if self.rows != (r0, r1):
+                self.rows, self.staged = (r0, r1), self._copies(r0, r1, 0, -(-self.length // T) * T)
+            return [_steps(x[:, c0 * T:c1 * T], T, True) for x in self.staged]
+        if c1 * T <= self.length:
+            return [_steps(x[r0:r1, :, c0 * T:c1 * T], T, False) for x in self.tensors]
+        return [_steps(x, T, False) for x in self._copies(r0, r1, c0 * T, c1 * T)]
 
 
 def _plan(BG: int, P: int, N: int, length: int, T: int, budget: int):
-    """Slabs of one call and the size of the largest: ``(padded length, [(r0, r1, c0, c1), ...], elements)``."""
-    Lp = -(-length // T) * T
-    slabs = list(_slabs(BG, Lp // T, T * N * P, budget))
-    return Lp, slabs, max((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in slabs) * T * N * P
+    """Slabs of one call and the steps of the largest (rows times steps): ``([(r0, r1, c0, c1), ...], steps)``."""
+    slabs = list(_slabs(BG, -(-length // T), T * N * P, budget))
+    return slabs, max((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in slabs) * T
 
 
 class ChunkedScanFn(torch.autograd.Function):
@@ -300,83 +424,92 @@ class ChunkedScanFn(torch.autograd.Function):
 
     Inputs: ``u, delta: (BG, P, L)``; ``A3: (G, P, N)``; ``B, C: (BG, N, L)``; ``D, bias: (G, P)`` or None (row
     ``r`` of the ``BG = batch * G`` rows belongs to group ``r % G``). Outputs: ``y: (BG, P, L)`` and
-    ``last_state: (BG, N, P)``. Inside, the sequence is zero-padded to a multiple of ``T`` and laid out
-    channel-last in the workspace, forward and backward alike: only the inputs and the chunk-start states are kept
-    between the two. Folding the bias, softplus and skip term in keeps their whole-tensor autograd graph (and its
+    ``last_state: (BG, N, P)``. Inside, the sequence is zero-padded to a multiple of ``T`` (:class:`_Inputs`) and
+    cut into slabs, forward and backward alike: only the inputs and the chunk-start states are kept between the
+    two. Folding the bias, softplus and skip term in keeps their whole-tensor autograd graph (and its
     allocations) away: the backward recomputes the activated delta and ``softplus' = sigmoid`` slab by slab.
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A3, B, C, D, bias, G, T, budget, softplus):
+    def forward(ctx, u, delta, A3, B, C, D, bias, T, budget, softplus):
         BG, P, length = u.shape
         N = A3.shape[-1]
-        Lp, slabs, work = _plan(BG, P, N, length, T, budget)
-        *staged, y, flat = _workspace(u, [(BG, Lp, P)] * 2 + [(BG, Lp, N)] * 2 + [(BG, Lp, P), (2 * work,)])
-        u_cl, delta_cl, B_cl, C_cl = (_to_channel_last_(o, x) for o, x in zip(staged, (u, delta, B, C)))
+        slabs, steps = _plan(BG, P, N, length, T, budget)
+        last = channel_last(N)
+        inputs = (u, delta, B, C)
+        staging, scratch, flat = _workspace(u, [(_Inputs.workspace_elements(inputs, T, last, slabs),),
+                                                (SLAB_CHANNEL_TENSORS * steps * P,), (2 * steps * N * P,)])
+        inputs = _Inputs(inputs, staging, T, last)
+        rows = _Rows(A3, D, bias, BG)
+        y = u.new_empty(BG, P, length)
         last_state = u.new_zeros(BG, N, P)  # carried from slab to slab along each row: ends as the last state
-        starts_all = u.new_empty(BG, Lp // T, N, P)
+        starts_all = u.new_empty(BG, -(-length // T), N, P)
         for r0, r1, c0, c1 in slabs:
-            slab = _Slab(u_cl, delta_cl, B_cl, C_cl, A3, D, bias, softplus, length, G, T, (r0, r1, c0, c1))
-            a, h = _split(flat, slab.work_shape(), 2)
+            slab = _Slab(*inputs.slab(r0, r1, c0, c1), rows, softplus, length, T, (r0, r1, c0, c1), last, scratch)
+            a, h = _work(flat, slab.work_shape(), 2, last)
             slab.decays(a)
             starts_all[r0:r1, c0:c1] = _scan_states(a, slab.inputs(h), slab.chunk_decay(), last_state[r0:r1])
-            ys = _contract(_batches(slab.C, 1, N), _batches(h, N, P)).view(slab.u.shape)  # sum_n C_t h_t
+            last_state[r0:r1] = h[:, -1, -1]
+            ys = _sum_over_states(slab.C, h, out=h if N == 1 else None)  # sum_n C_t h_t
             if slab.D is not None:
                 ys.addcmul_(slab.D, slab.u)
-            slab.take(y).copy_(ys.squeeze(3))
-            last_state[r0:r1] = h[:, -1, -1]
+            slab.put(y, ys.squeeze(3))
         ctx.save_for_backward(u, delta, A3, B, C, D, bias, starts_all)
-        ctx.G, ctx.T, ctx.budget, ctx.softplus = G, T, budget, softplus
-        return _channel_major(y, length), last_state
+        ctx.T, ctx.budget, ctx.softplus = T, budget, softplus
+        return y, last_state
 
     @staticmethod
     def backward(ctx, dy, dlast):
         u_in, delta_in, A3, B_in, C_in, D, bias, starts_all = ctx.saved_tensors
-        G, T = ctx.G, ctx.T
+        T = ctx.T
         BG, P, length = u_in.shape
         N = A3.shape[-1]
-        Lp, slabs, work = _plan(BG, P, N, length, T, ctx.budget)
-        *staged, du, ddelta, dB, dC, flat = _workspace(
-            u_in, [(BG, Lp, P)] * 3 + [(BG, Lp, N)] * 2 + [(BG, Lp, P)] * 2 + [(BG, Lp, N)] * 2 + [(3 * work,)])
+        slabs, steps = _plan(BG, P, N, length, T, ctx.budget)
+        last = channel_last(N)
         if dy is None:
             dy = torch.zeros_like(u_in)
-        u, delta, dy, B_cl, C_cl = (_to_channel_last_(o, x) for o, x in zip(staged, (u_in, delta_in, dy, B_in, C_in)))
+        inputs = (u_in, delta_in, B_in, C_in, dy)
+        staging, scratch, flat = _workspace(u_in, [(_Inputs.workspace_elements(inputs, T, last, slabs),),
+                                                   (SLAB_CHANNEL_TENSORS * steps * P,), (3 * steps * N * P,)])
+        inputs = _Inputs(inputs, staging, T, last)
+        du, ddelta = torch.empty_like(u_in), torch.empty_like(u_in)
+        dB, dC = torch.empty_like(B_in), torch.empty_like(C_in)
         dA = torch.zeros_like(A3)
         dD = torch.zeros_like(D) if D is not None else None
         dbias = torch.zeros_like(bias) if bias is not None else None
-        carry = dlast.clone() if dlast is not None else u.new_zeros(BG, N, P)  # from later slabs, per row
+        rows = _Rows(A3, D, bias, BG)
+        carry = dlast.clone() if dlast is not None else u_in.new_zeros(BG, N, P)  # from later slabs, per row
         for r0, r1, c0, c1 in reversed(slabs):
-            slab = _Slab(u, delta, B_cl, C_cl, A3, D, bias, ctx.softplus, length, G, T, (r0, r1, c0, c1),
-                         for_backward=True)
-            dys = slab.take(dy).unsqueeze(3).contiguous()  # (bg, T, nc, 1, P)
-            a, h, g = _split(flat, slab.work_shape(), 3)
+            *staged, dys = inputs.slab(r0, r1, c0, c1)
+            slab = _Slab(*staged, rows, ctx.softplus, length, T, (r0, r1, c0, c1), last, scratch, for_backward=True)
+            dys = dys.unsqueeze(3)  # (bg, T, nc, 1, P)
+            a, h, g = _work(flat, slab.work_shape(), 3, last)
             starts = starts_all[r0:r1, c0:c1]
             slab.decays(a)
             _scan_states(a, slab.inputs(h), None, starts)  # recomputed states
             carry[r0:r1] = _scan_adjoints(a, torch.mul(dys, slab.C, out=g), slab.chunk_decay(), carry[r0:r1])
-            hT, gT = (_batches(x, N, P).transpose(1, 2) for x in (h, g))  # (bg T nc, P, N) views
-            slab.take(dC).copy_(_contract(_batches(dys, 1, P), hT).view(dys.shape[:3] + (N,)))  # sum_p dy_t h_t
-            slab.take(dB).copy_(_contract(_batches(slab.du, 1, P), gT).view(dys.shape[:3] + (N,)))  # sum_p g du
-            gB = _contract(_batches(slab.B, 1, N), _batches(g, N, P)).view(dys.shape)  # sum_n g_t B_t
+            slab.put(dC, _sum_over_channels(dys, h, slab.spare))  # sum_p dy_t h_t
+            slab.put(dB, _sum_over_channels(slab.du, g, slab.spare))  # sum_p du_t g_t
             # w_t = d loss / d log(a_t) = g_t a_t h_{t-1}; feeds d delta (via A) and d A (via delta)
-            w = g.mul_(a)
+            w = torch.mul(g, a, out=a)
             w[:, 1:].mul_(h[:, :-1])
             w[:, 0].mul_(starts)
-            dA_rows = torch.mul(w, slab.delta, out=h).sum((1, 2)).transpose(1, 2)  # (bg, P, N)
-            dA.index_add_(0, slab.group_of_row, dA_rows)
-            d_delta = w.mul_(slab.A).sum(3, keepdim=True).addcmul_(slab.u, gB)  # (bg, T, nc, 1, P)
+            gB = _sum_over_states(slab.B, g, out=g if N == 1 else None)  # sum_n g_t B_t
+            dA_rows = _sum(torch.mul(w, slab.delta, out=h), (1, 2)).transpose(1, 2)  # (bg, P, N)
+            dA.index_add_(0, slab.group, dA_rows)
+            w.mul_(slab.A)
+            d_delta = (w if N == 1 else w.sum(3, keepdim=True)).addcmul_(slab.u, gB)  # (bg, T, nc, 1, P)
             if slab.softplus_grad is not None:
                 d_delta.mul_(slab.softplus_grad)
-            slab.take(ddelta).copy_(slab.zero_padding_(d_delta).squeeze(3))
+            slab.put(ddelta, slab.zero_padding_(d_delta).squeeze(3))
             d_u = gB.mul_(slab.delta)
             if D is not None:
                 d_u.addcmul_(slab.D, dys)
-                dD.index_add_(0, slab.group_of_row, (dys * slab.u).sum((1, 2, 3)))
-            slab.take(du).copy_(d_u.squeeze(3))
+                dD.index_add_(0, slab.group, _sum(torch.mul(dys, slab.u, out=slab.spare), (1, 2, 3)))
+            slab.put(du, d_u.squeeze(3))
             if bias is not None:
-                dbias.index_add_(0, slab.group_of_row, d_delta.sum((1, 2, 3)))
-        du, ddelta, dB, dC = (_channel_major(x, length) for x in (du, ddelta, dB, dC))
-        return du, ddelta, dA, dB, dC, dD, dbias, None, None, None, None
+                dbias.index_add_(0, slab.group, _sum(d_delta, (1, 2, 3)))
+        return du, ddelta, dA, dB, dC, dD, dbias, None, None, None
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -400,8 +533,8 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, z=None, delta_bias=None, d
     per_group = [x.reshape(G, P) if x is not None else None for x in (D, delta_bias)]
     if per_group[1] is not None:
         per_group[1] = per_group[1].float()
+    T = chunk_length or default_chunk_length(length, A.shape[-1])
     y, last = ChunkedScanFn.apply(u.reshape(batch * G, P, length), delta.reshape(batch * G, P, length),
-                                  A.reshape(G, P, -1), Bg, Cg, *per_group, G,
-                                  chunk_length or default_chunk_length(length), slab_budget_bytes, delta_softplus)
+                                  A.reshape(G, P, -1), Bg, Cg, *per_group, T, slab_budget_bytes, delta_softplus)
     out = finish_output(y.view(batch, dim, length), u, None, z, out_dtype)
     return (out, last.transpose(1, 2).reshape(batch, dim, -1)) if return_last_state else out
