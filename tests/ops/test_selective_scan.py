@@ -129,10 +129,12 @@ def test_mamba_test_shape_long_sequence(backend, device):
     assert_close(run(backend, inputs, device=device), run("reference", inputs, dtype=torch.float64), what="L=4096")
 
 
+@pytest.mark.parametrize("d_state", [1, 4], ids=["N1-channel-major", "N4-channel-last"])
 @pytest.mark.parametrize("chunk_length, budget", [(1, 2**30), (7, 1), (16, 4096), (256, 2**30)])
-def test_chunk_and_slab_settings_do_not_change_results(chunk_length, budget):
-    """Tiny slab budgets force one channel per slab (slabs inside a group row); T = 1 and T > L are edge cases."""
-    inputs = make_inputs(2, 8, 100, 4, 2)
+def test_chunk_and_slab_settings_do_not_change_results(chunk_length, budget, d_state):
+    """Tiny slab budgets force one chunk per slab (slabs inside a group row, the last one padded); T = 1 and T > L
+    are edge cases; both slab layouts."""
+    inputs = make_inputs(2, 8, 100, d_state, 2)
     got = run("chunked", inputs, chunk_length=chunk_length, slab_budget_bytes=budget)
     assert_close(got, run("reference", inputs, dtype=torch.float64), what=f"T={chunk_length} budget={budget}")
 
@@ -222,3 +224,31 @@ def test_chunk_linking_scan_matches_the_recurrence(rows, nc, width):
         e = decay[:, c] * e + x[:, c]
         want.append(e)
     torch.testing.assert_close(_scan_chunks(decay, x), torch.stack(want, 1))
+
+
+@pytest.mark.parametrize("dims", [(1,), (4,), (1, 2), (1, 2, 3)])
+def test_memory_order_sum_matches_torch_sum_on_permuted_views(dims):
+    """The chunked backend sums step-major views of channel-major slabs in memory order; any view, any axes."""
+    from mambaseg.ops._chunked import _sum
+
+    base = torch.randn(2, 5, 1, 7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    view = base.permute(0, 4, 3, 2, 1)  # (2, 3, 7, 1, 5): how a channel-major slab is seen step-major
+    torch.testing.assert_close(_sum(view, dims), view.sum(dims))
+
+
+@pytest.mark.parametrize("length", [24, 21])
+def test_slab_outputs_land_in_place_and_padding_is_dropped(length):
+    """Step-major slab values (bg, T, nc, c) written into a channel-major (bg, c, L) result: step s0 + c T + t of
+    channel p gets values[:, t, c, p]; steps past L (padding of the last chunk) are dropped, nothing else changes."""
+    from mambaseg.ops._chunked import _put_steps_
+
+    T, nc, s0 = 4, 3, 8
+    values = torch.randn(2, T, nc, 5, generator=torch.Generator().manual_seed(0))
+    out = torch.full((2, 5, length), -1.0)
+    _put_steps_(out, s0, values, length)
+    want = torch.full((2, 5, length), -1.0)
+    for c in range(nc):
+        for t in range(T):
+            if s0 + c * T + t < length:
+                want[:, :, s0 + c * T + t] = values[:, t, c]
+    torch.testing.assert_close(out, want, rtol=0, atol=0)
