@@ -43,8 +43,8 @@ from ._reference import finish_output, prepare_inputs
 
 #: Working tensors of shape (bg, T, nc, N, p) that one slab needs: decays, states and (backward) state adjoints.
 WORK_TENSORS = 3
-#: Tensors of shape (bg, T, nc, 1, P) in the workspace of one slab: delta, delta * u, softplus' and a spare.
-SLAB_CHANNEL_TENSORS = 4
+#: Tensors of shape (bg, T, nc, 1, P) in the workspace of one slab: delta, delta * u and softplus'.
+SLAB_CHANNEL_TENSORS = 3
 #: Bytes that one slab's working tensors may use together, fp32. Whole-slab passes run at cache speed while the slab
 #: stays in the last-level cache (32 MB on the 2-core Zen machine of benchmarks/results/scan.md); larger slabs mean
 #: fewer torch calls.
@@ -70,12 +70,6 @@ def _workspace(like: torch.Tensor, shapes: list[tuple]) -> list[torch.Tensor]:
         buf = _WORKSPACE.buffer = torch.empty(sum(sizes), dtype=torch.float32)
     offsets = [0, *itertools.accumulate(sizes)]
     return [buf[o:o + n].view(shape) for o, n, shape in zip(offsets, sizes, shapes)]
-
-
-def _split(flat: torch.Tensor, shape: tuple, count: int) -> list[torch.Tensor]:
-    """``count`` tensors of ``shape`` from the front of a flat workspace tensor."""
-    n = math.prod(shape)
-    return [flat[i * n:(i + 1) * n].view(shape) for i in range(count)]
 
 
 def clear_workspace() -> None:
@@ -112,13 +106,13 @@ def _slabs(n_rows: int, n_chunks: int, chunk_elems: int, budget: int):
 
     A slab's :data:`WORK_TENSORS` working tensors (``chunk_elems`` fp32 elements per chunk and row, all channels)
     fit ``budget`` bytes, at least one chunk per slab, and there are at least that many slabs when there are enough
-    chunks, so they never exceed the size of one (B, D, L, N) fp32 tensor (with the :data:`SLAB_CHANNEL_TENSORS`,
+    chunks, so they take about the size of one (B, D, L, N) fp32 tensor at most (with the :data:`SLAB_CHANNEL_TENSORS`,
     the per-slab scratch stays within 7/3 of it at N = 1 and 52/48 at N = 16). Slabs keep every channel: the
     channel axis is the innermost one of all the whole-slab products, the longer it is the faster they run.
     """
     per_chunk = WORK_TENSORS * 4 * max(chunk_elems, 1)
-    budget = min(budget, n_rows * n_chunks * per_chunk // WORK_TENSORS)  # scratch <= one (B, D, L, N) tensor
-    max_chunks = max(1, budget // per_chunk)
+    third = -(-n_rows * n_chunks // WORK_TENSORS)  # chunks of all rows / 3, rounded up: about one (B, D, L, N) tensor
+    max_chunks = max(1, min(budget // per_chunk, third))
     if max_chunks >= n_chunks:
         rows = max(1, max_chunks // n_chunks)
         for r0 in range(0, n_rows, rows):
@@ -148,18 +142,12 @@ def _steps(x: torch.Tensor, T: int, last: bool) -> torch.Tensor:
     return x.unflatten(1, (-1, T)).transpose(1, 2) if last else x.unflatten(2, (-1, T)).permute(0, 3, 2, 1)
 
 
-def _layout(shape: tuple, last: bool, flat: torch.Tensor | None = None, device=None) -> torch.Tensor:
-    """An uninitialised step-major ``(bg, T, nc, n, p)`` tensor stored channel-last (as that shape) or channel-major
-    (as ``(bg, p, n, nc, T)``): carved from the front of the flat workspace tensor ``flat``, or new on ``device``."""
-    stored = shape if last else tuple(shape[i] for i in (0, 4, 3, 2, 1))
-    x = flat[:math.prod(stored)].view(stored) if flat is not None else torch.empty(stored, device=device)
-    return x if last else x.permute(0, 4, 3, 2, 1)
-
-
-def _work(flat: torch.Tensor, shape: tuple, count: int, last: bool) -> list[torch.Tensor]:
-    """``count`` step-major ``(bg, T, nc, N, P)`` work tensors (:func:`_layout`) from a flat workspace tensor."""
-    n = math.prod(shape)
-    return [_layout(shape, last, flat[i * n:(i + 1) * n]) for i in range(count)]
+def _layout(shape: tuple, last: bool, flat: torch.Tensor, count: int) -> list[torch.Tensor]:
+    """``count`` uninitialised step-major ``(bg, T, nc, n, p)`` tensors carved one after another from the front of
+    the flat workspace tensor ``flat``, stored channel-last (as that shape) or channel-major (``(bg, p, n, nc, T)``)."""
+    order = (0, 1, 2, 3, 4) if last else (0, 4, 3, 2, 1)  # stored axis i holds step-major axis order[i]
+    stored = tuple(shape[i] for i in order)
+    return list(flat[:count * math.prod(stored)].view(count, *stored).permute(0, *(i + 1 for i in order)).unbind(0))
 
 
 class _Rows:
@@ -181,8 +169,8 @@ class _Slab:
     layout of :func:`channel_last`, which every tensor it makes keeps. ``delta, du = delta * u: (bg, T, nc, 1, P)``
     (delta biased, activated, zero on padded steps); ``u`` the same shape (a view); ``B, C: (bg, T, nc, N, 1)``;
     ``A, A_log2e: (bg, 1, 1, N, P)``; ``D: (bg, 1, 1, 1, P)`` or None; ``group: (bg,)``, where ``nc = c1 - c0``.
-    ``delta``, ``du``, ``softplus_grad`` and ``spare`` (for the caller) live in ``scratch``, a flat workspace tensor
-    of :data:`SLAB_CHANNEL_TENSORS` ``(bg, T, nc, 1, P)`` tensors: nothing per slab is allocated, so the peak memory
+    ``delta``, ``du`` and ``softplus_grad`` live in ``scratch``, a flat workspace tensor of
+    :data:`SLAB_CHANNEL_TENSORS` ``(bg, T, nc, 1, P)`` tensors: nothing per slab is allocated, so the peak memory
     does not depend on how the allocator recycles blocks.
     """
 
@@ -192,9 +180,7 @@ class _Slab:
         self.group, self.A, self.A_log2e = rows.group[r0:r1], rows.A[r0:r1], rows.A_log2e[r0:r1]
         self.D = rows.D[r0:r1] if rows.D is not None else None
         self.u = u.unsqueeze(3)
-        n = self.u.numel()
-        self.delta, self.du, self.softplus_grad, self.spare = (
-            _layout(self.u.shape, last, scratch[i * n:(i + 1) * n]) for i in range(SLAB_CHANNEL_TENSORS))
+        self.delta, self.du, self.softplus_grad = _layout(self.u.shape, last, scratch, SLAB_CHANNEL_TENSORS)
         pre = self.du if softplus else self.delta  # delta + bias, before the activation
         if rows.bias is not None:
             torch.add(delta.unsqueeze(3), rows.bias[r0:r1], out=pre)
@@ -260,7 +246,7 @@ def _sum_over_states(c: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None 
 
 def _sum_over_channels(v: torch.Tensor, x: torch.Tensor, spare: torch.Tensor) -> torch.Tensor:
     """``sum_p v_p x_{n p}``: ``v: (bg, T, nc, 1, P)``, ``x: (bg, T, nc, N, P)`` -> ``(bg, T, nc, N)``; at ``N = 1``
-    the products go to ``spare``, a tensor of ``v``'s shape."""
+    the products go to ``spare``, a tensor of ``v``'s shape (it may be ``v``)."""
     bg, T, nc, N, P = x.shape
     if N == 1:
         return _sum(torch.mul(v, x, out=spare), (4,))
@@ -446,7 +432,7 @@ class ChunkedScanFn(torch.autograd.Function):
         starts_all = u.new_empty(BG, -(-length // T), N, P)
         for r0, r1, c0, c1 in slabs:
             slab = _Slab(*inputs.slab(r0, r1, c0, c1), rows, softplus, length, T, (r0, r1, c0, c1), last, scratch)
-            a, h = _work(flat, slab.work_shape(), 2, last)
+            a, h = _layout(slab.work_shape(), last, flat, 2)
             slab.decays(a)
             starts_all[r0:r1, c0:c1] = _scan_states(a, slab.inputs(h), slab.chunk_decay(), last_state[r0:r1])
             last_state[r0:r1] = h[:, -1, -1]
@@ -483,13 +469,14 @@ class ChunkedScanFn(torch.autograd.Function):
             *staged, dys = inputs.slab(r0, r1, c0, c1)
             slab = _Slab(*staged, rows, ctx.softplus, length, T, (r0, r1, c0, c1), last, scratch, for_backward=True)
             dys = dys.unsqueeze(3)  # (bg, T, nc, 1, P)
-            a, h, g = _work(flat, slab.work_shape(), 3, last)
+            a, h, g = _layout(slab.work_shape(), last, flat, 3)
             starts = starts_all[r0:r1, c0:c1]
             slab.decays(a)
             _scan_states(a, slab.inputs(h), None, starts)  # recomputed states
             carry[r0:r1] = _scan_adjoints(a, torch.mul(dys, slab.C, out=g), slab.chunk_decay(), carry[r0:r1])
-            slab.put(dC, _sum_over_channels(dys, h, slab.spare))  # sum_p dy_t h_t
-            slab.put(dB, _sum_over_channels(slab.du, g, slab.spare))  # sum_p du_t g_t
+            slab.put(dB, _sum_over_channels(slab.du, g, slab.du))  # sum_p du_t g_t; du is not needed after this
+            spare = slab.du
+            slab.put(dC, _sum_over_channels(dys, h, spare))  # sum_p dy_t h_t
             # w_t = d loss / d log(a_t) = g_t a_t h_{t-1}; feeds d delta (via A) and d A (via delta)
             w = torch.mul(g, a, out=a)
             w[:, 1:].mul_(h[:, :-1])
@@ -505,7 +492,7 @@ class ChunkedScanFn(torch.autograd.Function):
             d_u = gB.mul_(slab.delta)
             if D is not None:
                 d_u.addcmul_(slab.D, dys)
-                dD.index_add_(0, slab.group, _sum(torch.mul(dys, slab.u, out=slab.spare), (1, 2, 3)))
+                dD.index_add_(0, slab.group, _sum(torch.mul(dys, slab.u, out=spare), (1, 2, 3)))
             slab.put(du, d_u.squeeze(3))
             if bias is not None:
                 dbias.index_add_(0, slab.group, _sum(d_delta, (1, 2, 3)))
