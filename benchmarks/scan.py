@@ -321,7 +321,7 @@ Date: {data['date']}
 - git commit: {m['git_commit']}
 
 ## Method
-- Repetition rule: one warm-up call, then {data['reps']} timed repetitions; times are shown as MINIMUM (MEDIAN) in ms, speed-ups and ratios use the minimum.
+- Repetition rule: {data.get('rounds', 1)} round(s) in which the contenders of a shape take turns, each time in a fresh process with one warm-up call, then {data['reps']} timed repetitions; times are shown as MINIMUM (MEDIAN) over all repetitions of all rounds in ms, speed-ups and ratios use the minimum; peak memory is that of the first round.
 - Inputs: Mamba initialisation (A = -(1..N) per channel, delta_bias = inverse_softplus(dt), dt ~ exp(U[log 1e-3, log 1e-1]), delta = 0.1 randn, delta_softplus, D = 1, no z), u, B, C ~ N(0, 1), fp32, seed 0. G = 1: B, C shared (B, N, L); G > 1: grouped (B, G, N, L).
 - Forward under `torch.no_grad()`; forward+backward = `out.backward(grad)` with u, delta, A, B, C, D, delta_bias requiring grad.
 - Peak extra memory of one forward+backward: {data['memory_method']}
@@ -358,6 +358,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--reps", type=int, default=5, help="timed repetitions after one warm-up (default 5)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="rounds in which the contenders take turns, each in a fresh process (default 2; --quick: 1)")
     p.add_argument("--shapes", default=None, help="comma-separated indices of the shapes to run, e.g. 0,1")
     p.add_argument("--quick", action="store_true", help="tiny shapes, 1 repetition, results in a temporary directory")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -373,6 +375,7 @@ def main():
     from mambaseg.ops.selective_scan import list_backends
 
     shapes, reps = (QUICK_SHAPES, 1) if args.quick else (SHAPES, args.reps)
+    rounds = max(1, args.rounds if args.rounds is not None else 1 if args.quick else 2)
     max_wait = args.max_wait if args.max_wait is not None else (1.0 if args.quick else 60.0)
     out = Path(args.out).resolve()
     if args.quick and out == (ROOT / "benchmarks" / "results").resolve():
@@ -398,17 +401,26 @@ def main():
     for i in [int(i) for i in args.shapes.split(",")] if args.shapes else range(len(shapes)):
         shape, cases = shapes[i], {}
         x, grad = make_inputs(shape, device)
-        for name in contenders:
-            if name == "loop" and args.skip_loop_above is not None and shape[2] > args.skip_loop_above:
-                cases[name] = {"skipped": f"skipped (L > {args.skip_loop_above})"}
-                continue
-            quiet = wait_until_quiet(max_wait=max_wait)
-            with ForeignLoad() as load:
-                fwd, fb, mem = measure_case(name, shape, x, grad, reps, device)
-            cases[name] = {"fwd_ms": fwd, "fwdbwd_ms": fb, "peak_extra_mb": mem, "wait": quiet,
-                           "foreign_load": load.fraction, "busy": not quiet["quiet"] or (load.fraction or 0) > 0.3}
-            print(f"  #{i} {shape} {name:9s} fwd {fwd['min']:9.2f} ms  fwd+bwd {fb['min']:9.2f} ms  "
-                  f"peak {mem:8.1f} MB  other load {_f(load.fraction and 100 * load.fraction, '{:.0f}%')}", flush=True)
+        for r in range(rounds):  # contenders take turns, so a slow spell of the machine hits them all alike
+            for name in contenders:
+                if name == "loop" and args.skip_loop_above is not None and shape[2] > args.skip_loop_above:
+                    cases[name] = {"skipped": f"skipped (L > {args.skip_loop_above})"}
+                    continue
+                quiet = wait_until_quiet(max_wait=max_wait)
+                with ForeignLoad() as load:
+                    fwd, fb, mem = measure_case(name, shape, x, grad, reps, device)
+                case = cases.setdefault(name, {"fwd_ms": {"all": []}, "fwdbwd_ms": {"all": []}, "peak_extra_mb": mem,
+                                               "wait": [], "foreign_load": None, "busy": False})
+                for key, t in (("fwd_ms", fwd), ("fwdbwd_ms", fb)):
+                    case[key]["all"] += t["all"]
+                    case[key].update(min=min(case[key]["all"]), median=statistics.median(case[key]["all"]))
+                case["wait"].append(quiet)
+                if load.fraction is not None:  # the busiest round
+                    case["foreign_load"] = max(case["foreign_load"] or 0.0, load.fraction)
+                case["busy"] |= not quiet["quiet"] or (load.fraction or 0) > 0.3
+                print(f"  #{i} {shape} {name:9s} round {r + 1}: fwd {fwd['min']:9.2f} ms  fwd+bwd {fb['min']:9.2f} ms  "
+                      f"peak {mem:8.1f} MB  other load {_f(load.fraction and 100 * load.fraction, '{:.0f}%')}",
+                      flush=True)
         fwd_floor, fb_floor = floor_ms(shape, floors)
         rows.append(summarise({"index": i, "shape": list(shape), "floor_fwd_ms": fwd_floor,
                                "floor_fwdbwd_ms": fb_floor, "contenders": cases}, shape))
@@ -419,7 +431,7 @@ def main():
     data = {"command": shlex.join(["python", os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"), "device": str(device),
             "gpu": gpu, "machine": machine_info(str(ROOT)), "threads": torch.get_num_threads(),
-            "versions": package_versions(), "reps": reps, "warmup": 1, "floor_reps": floor_reps, "max_wait_s": max_wait,
+            "versions": package_versions(), "reps": reps, "rounds": rounds, "warmup": 1, "floor_reps": floor_reps, "max_wait_s": max_wait,
             "self_check": check, "floors": floors, "rows": rows, "memory_method": MEMORY_METHOD[device.type]}
     out.mkdir(parents=True, exist_ok=True)
     stem = "scan" + (f"_{suffix}" if suffix else "")

@@ -15,13 +15,16 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_scan_benchmark_quick_run_writes_report(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "scan.py"), "--quick", "--reps", "1",
-                           "--max-wait", "0", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+                           "--rounds", "2", "--max-wait", "0", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads((tmp_path / "scan.json").read_text())
     assert data["self_check"]["loop"] < 1e-4 and data["self_check"]["chunked"] < 1e-4
     rated = {"chunked"} | ({"numba"} if numba_available() else set())
     assert all({"loop"} | rated <= set(row["contenders"]) for row in data["rows"])
     assert all("bar" in row["contenders"][name] for row in data["rows"] for name in rated)
+    for case in (c for row in data["rows"] for c in row["contenders"].values()):  # 2 rounds of 1 repetition
+        assert len(case["fwdbwd_ms"]["all"]) == 2 and case["fwdbwd_ms"]["min"] == min(case["fwdbwd_ms"]["all"])
     assert "## Machine" in (tmp_path / "scan.md").read_text()
 
 
