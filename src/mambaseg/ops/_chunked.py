@@ -107,7 +107,7 @@ def _slabs(n_rows: int, n_chunks: int, chunk_elems: int, budget: int):
     A slab's :data:`WORK_TENSORS` working tensors (``chunk_elems`` fp32 elements per chunk and row, all channels)
     fit ``budget`` bytes, at least one chunk per slab, and there are at least that many slabs when there are enough
     chunks, so they take about the size of one (B, D, L, N) fp32 tensor at most (with the :data:`SLAB_CHANNEL_TENSORS`,
-    the per-slab scratch stays within 7/3 of it at N = 1 and 52/48 at N = 16). Slabs keep every channel: the
+    the per-slab scratch stays within about 2x of it at N = 1 and 51/48 at N = 16). Slabs keep every channel: the
     channel axis is the innermost one of all the whole-slab products, the longer it is the faster they run.
     """
     per_chunk = WORK_TENSORS * 4 * max(chunk_elems, 1)
