@@ -252,3 +252,17 @@ def test_slab_outputs_land_in_place_and_padding_is_dropped(length):
             if s0 + c * T + t < length:
                 want[:, :, s0 + c * T + t] = values[:, t, c]
     torch.testing.assert_close(out, want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("d_state", [1, 4])
+def test_chunked_scan_with_fresh_buffers_as_on_a_gpu(monkeypatch, d_state):
+    """On a GPU the chunked backend takes fresh tensors instead of the per-thread CPU workspace: the same code path,
+    forced here on the CPU, must give the same results (both slab layouts, padded last slab)."""
+    import mambaseg.ops._chunked as chunked
+
+    inputs = make_inputs(2, 8, 100, d_state, 2)
+    want = run("chunked", inputs, chunk_length=16, slab_budget_bytes=4096)
+    monkeypatch.setattr(chunked, "_workspace", lambda like, shapes: [torch.full(s, float("nan")) for s in shapes])
+    got = run("chunked", inputs, chunk_length=16, slab_budget_bytes=4096)
+    for name, value in want.items():
+        torch.testing.assert_close(got[name], value, rtol=0, atol=0, msg=lambda m, n=name: f"{n}: {m}")
