@@ -176,7 +176,7 @@ class _Slab:
 
     def __init__(self, u, delta, B, C, rows: _Rows, softplus, length, T, slab, last, scratch, for_backward=False):
         r0, r1, c0, c1 = slab
-        self.r0, self.s0, self.length, self.T = r0, c0 * T, length, T
+        self.r0, self.s0, self.length = r0, c0 * T, length
         self.group, self.A, self.A_log2e = rows.group[r0:r1], rows.A[r0:r1], rows.A_log2e[r0:r1]
         self.D = rows.D[r0:r1] if rows.D is not None else None
         self.u = u.unsqueeze(3)
@@ -399,6 +399,17 @@ class _Inputs:
         return [_steps(x, T, False) for x in self._copies(r0, r1, c0 * T, c1 * T)]
 
 
+def _pass_buffers(inputs, T: int, last: bool, slabs, steps: int, work_tensors: int):
+    """The per-thread workspace of one pass (forward or backward) over ``slabs``: ``(inputs, scratch, flat)`` with
+    the :class:`_Inputs` over ``inputs``, room for one slab's :data:`SLAB_CHANNEL_TENSORS` channel tensors and
+    for its ``work_tensors`` state tensors ``(bg, T, nc, N, P)`` (``steps``: rows times steps of the largest slab)."""
+    P, N = inputs[0].shape[1], inputs[2].shape[1]
+    staging, scratch, flat = _workspace(inputs[0], [(_Inputs.workspace_elements(inputs, T, last, slabs),),
+                                                    (SLAB_CHANNEL_TENSORS * steps * P,),
+                                                    (work_tensors * steps * N * P,)])
+    return _Inputs(inputs, staging, T, last), scratch, flat
+
+
 def _plan(BG: int, P: int, N: int, length: int, T: int, budget: int):
     """Slabs of one call and the steps of the largest (rows times steps): ``([(r0, r1, c0, c1), ...], steps)``."""
     slabs = list(_slabs(BG, -(-length // T), T * N * P, budget))
@@ -422,10 +433,7 @@ class ChunkedScanFn(torch.autograd.Function):
         N = A3.shape[-1]
         slabs, steps = _plan(BG, P, N, length, T, budget)
         last = channel_last(N)
-        inputs = (u, delta, B, C)
-        staging, scratch, flat = _workspace(u, [(_Inputs.workspace_elements(inputs, T, last, slabs),),
-                                                (SLAB_CHANNEL_TENSORS * steps * P,), (2 * steps * N * P,)])
-        inputs = _Inputs(inputs, staging, T, last)
+        inputs, scratch, flat = _pass_buffers((u, delta, B, C), T, last, slabs, steps, 2)
         rows = _Rows(A3, D, bias, BG)
         y = u.new_empty(BG, P, length)
         last_state = u.new_zeros(BG, N, P)  # carried from slab to slab along each row: ends as the last state
@@ -454,10 +462,7 @@ class ChunkedScanFn(torch.autograd.Function):
         last = channel_last(N)
         if dy is None:
             dy = torch.zeros_like(u_in)
-        inputs = (u_in, delta_in, B_in, C_in, dy)
-        staging, scratch, flat = _workspace(u_in, [(_Inputs.workspace_elements(inputs, T, last, slabs),),
-                                                   (SLAB_CHANNEL_TENSORS * steps * P,), (3 * steps * N * P,)])
-        inputs = _Inputs(inputs, staging, T, last)
+        inputs, scratch, flat = _pass_buffers((u_in, delta_in, B_in, C_in, dy), T, last, slabs, steps, 3)
         du, ddelta = torch.empty_like(u_in), torch.empty_like(u_in)
         dB, dC = torch.empty_like(B_in), torch.empty_like(C_in)
         dA = torch.zeros_like(A3)
