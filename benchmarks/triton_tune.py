@@ -57,7 +57,11 @@ ORDER = [3, 2, 6, 0, 5, 1, 4]
 #: chunk 64-256, warps 2-8, block_t 64-256, block_d_backward 4-16, results/triton_tune_h200.md)
 TWO_PASS = ([dict(forward="two_pass", block_d=bd, chunk_length=t, num_warps=2)
              for bd, t in itertools.product((16, 32), (64, 128))]
-            + [dict(forward="two_pass", block_d=16, chunk_length=64, num_warps=4)])
+            + [dict(forward="two_pass", block_d=16, chunk_length=64, num_warps=4)]
+            # 16 state elements per thread: a third of the instructions per (step, state) of 16 x 2 warps in the static
+            # cost model (benchmarks/triton_sass.py), never timed
+            + [dict(forward="two_pass", block_d=32, chunk_length=128, num_warps=1),
+               dict(forward="two_pass", block_d=64, chunk_length=128, num_warps=2)])
 SINGLE_PASS = [dict(forward="single_pass", block_t=bt, num_warps=w) for bt, w in itertools.product((128, 256),
                                                                                                    (2, 4, 8))]
 BACKWARD = ([dict(block_d_backward=bd, chunk_length=t, num_warps_backward=w)
@@ -65,7 +69,10 @@ BACKWARD = ([dict(block_d_backward=bd, chunk_length=t, num_warps_backward=w)
             # the single-pass backward (not yet timed): the settings that compile for sm_90 without register
             # spills (cuobjdump --dump-resource-usage: T=32 at 2-8 warps, T=64 at 4-8, T=128 at 8)
             + [dict(backward="single_pass", chunk_length=t, num_warps_backward=w)
-               for t, w in ((32, 4), (32, 8), (64, 4), (64, 8), (128, 8))])
+               for t, w in ((32, 4), (32, 8), (64, 4), (64, 8), (128, 8))]
+            # the carry pass: as launched before 2026-12-05 (16 x 4 warps) against the default (32 x 1), and 64 x 2
+            + [dict(block_d_backward=8, chunk_length=64, num_warps_backward=2, block_d_carry=bd, num_warps_carry=w)
+               for bd, w in ((16, 4), (64, 2))])
 QUICK_SHAPES = [(1, 8, 40, 4, 1), (1, 8, 40, 4, 2)]
 L2_ROTATE_BYTES = 512 * 2**20  # several times the L2 of current GPUs (H100/H200: 50-60 MB)
 

@@ -121,7 +121,7 @@ def test_matches_reference_output_state_and_all_gradients(case, forward, backwar
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         got = run(selective_scan_triton, inputs, softplus, chunk_length=chunk, block_d=block_d,
-                  block_d_backward=block_d, forward=forward, block_t=16, backward=backward)
+                  block_d_backward=block_d, block_d_carry=block_d, forward=forward, block_t=16, backward=backward)
     n_chunks = -(-length // (chunk or 16))
     assert max(saved) == max(max(t.numel() for t in inputs.values()), batch * dim * n_chunks * d_state)
     assert_matches(got, run(reference, inputs, softplus), what=case)

@@ -76,7 +76,7 @@ from ._checks import check_scan_inputs
 if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrapped (see _kernels)
     import triton.language as tl
 
-_HELPERS = ("_affine_combine", "_softplus", "_step_size")
+_HELPERS = ("_affine_combine", "_softplus", "_step_size", "_add_relaxed")
 #: Launch defaults, from ``benchmarks/triton_tune.py`` on an H200 (results/triton_tune_h200.md, 2026-12-04):
 #: ``forward="auto"`` takes the two-pass kernel only when L exceeds this many steps per channel (batch * dim): a
 #: single-pass program walks all of L, so few channels with a long L leave the GPU idle. Measured: (1, 48, 32768)
@@ -114,6 +114,13 @@ def _step_size(raw, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     if SOFTPLUS:
         dt = _softplus(dt)
     return dt
+
+
+def _add_relaxed(ptr, val, mask=None):
+    """Atomic ``*ptr += val`` with relaxed ordering. Gradient sums need no ordering within the kernel (the launch
+    boundary orders them), and Triton's default (``acq_rel``) fences every add: on sm_90 a ``MEMBAR.ALL.GPU`` before it
+    and an L1 invalidation (``CCTL.IVALL``) after it, inside the hot loops (``benchmarks/triton_sass.py``)."""
+    tl.atomic_add(ptr, val, mask=mask, sem="relaxed")
 
 
 def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
@@ -426,16 +433,16 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
         gB_acc += g * Bn
         w = g * (h - x)  # d loss / d log(a_t) = g_t a_t h_{t-1}, with a_t h_{t-1} = h_t - x_t
         ddt_acc += w * A2 * 0.6931471805599453  # * A (A2 / log2(e))
-        tl.atomic_add(dA_ptr + d * n_state + n, tl.sum(w * dt, axis=1), mask=mask_d)
+        _add_relaxed(dA_ptr + d * n_state + n, tl.sum(w * dt, axis=1), mask=mask_d)
         if C_FIXED:
-            tl.atomic_add(dC_ptr + d * n_state + n, tl.sum(dy * h, axis=1), mask=mask_d)
+            _add_relaxed(dC_ptr + d * n_state + n, tl.sum(dy * h, axis=1), mask=mask_d)
         else:
-            tl.atomic_add(dC_ptr + pid_b * scb + grp * scg + n * scn + offs_t, tl.sum(dy * h, axis=0),
+            _add_relaxed(dC_ptr + pid_b * scb + grp * scg + n * scn + offs_t, tl.sum(dy * h, axis=0),
                           mask=mask_t)
         if B_FIXED:
-            tl.atomic_add(dB_ptr + d * n_state + n, tl.sum(g * dt * u, axis=1), mask=mask_d)
+            _add_relaxed(dB_ptr + d * n_state + n, tl.sum(g * dt * u, axis=1), mask=mask_d)
         else:
-            tl.atomic_add(dB_ptr + pid_b * sbb + grp * sbg + n * sbn + offs_t, tl.sum(g * dt * u, axis=0),
+            _add_relaxed(dB_ptr + pid_b * sbb + grp * sbg + n * sbn + offs_t, tl.sum(g * dt * u, axis=0),
                           mask=mask_t)
     du = dt * gB_acc
     y_pre = y_acc
@@ -443,7 +450,7 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
         Dv = tl.load(D_ptr + d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
         y_pre = y_pre + Dv * u
         du = du + dy * Dv
-        tl.atomic_add(dD_ptr + d, tl.sum(dy * u, axis=1), mask=mask_d)
+        _add_relaxed(dD_ptr + d, tl.sum(dy * u, axis=1), mask=mask_d)
     if HAS_Z:
         dz = dout * y_pre * sig_z * (1.0 + zz * (1.0 - sig_z))
         tl.store(dz_ptr + ptr2, dz, mask=mask2)
@@ -454,7 +461,7 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     tl.store(du_ptr + ptr2, du, mask=mask2)
     tl.store(ddelta_ptr + ptr2, ddt, mask=mask2)
     if HAS_BIAS:
-        tl.atomic_add(dbias_ptr + d, tl.sum(ddt, axis=1), mask=mask_d)
+        _add_relaxed(dbias_ptr + d, tl.sum(ddt, axis=1), mask=mask_d)
 
 
 def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, dout_ptr, starts_ptr,
@@ -568,22 +575,22 @@ def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
         if B_FIXED:
             dB_acc += tl.sum(g * dtu[None, :], axis=1)
         else:
-            tl.atomic_add(dB_ptr + pid_b * sbb + grp * sbg + offs_n[:, None] * sbn + offs_t[None, :],
+            _add_relaxed(dB_ptr + pid_b * sbb + grp * sbg + offs_n[:, None] * sbn + offs_t[None, :],
                           g * dtu[None, :], mask=mask_nt)
         if C_FIXED:
             dC_acc += tl.sum(h * dy[None, :], axis=1)
         else:
-            tl.atomic_add(dC_ptr + pid_b * scb + grp * scg + offs_n[:, None] * scn + offs_t[None, :],
+            _add_relaxed(dC_ptr + pid_b * scb + grp * scg + offs_n[:, None] * scn + offs_t[None, :],
                           h * dy[None, :], mask=mask_nt)
-    tl.atomic_add(dA_ptr + d * n_state + offs_n, dA_acc, mask=mask_n)
+    _add_relaxed(dA_ptr + d * n_state + offs_n, dA_acc, mask=mask_n)
     if B_FIXED:
-        tl.atomic_add(dB_ptr + d * n_state + offs_n, dB_acc, mask=mask_n)
+        _add_relaxed(dB_ptr + d * n_state + offs_n, dB_acc, mask=mask_n)
     if C_FIXED:
-        tl.atomic_add(dC_ptr + d * n_state + offs_n, dC_acc, mask=mask_n)
+        _add_relaxed(dC_ptr + d * n_state + offs_n, dC_acc, mask=mask_n)
     if HAS_D:
-        tl.atomic_add(dD_ptr + d, dD_acc)
+        _add_relaxed(dD_ptr + d, dD_acc)
     if HAS_BIAS:
-        tl.atomic_add(dbias_ptr + d, dbias_acc)
+        _add_relaxed(dbias_ptr + d, dbias_acc)
 
 
 @functools.lru_cache(maxsize=None)
@@ -658,7 +665,8 @@ class _Launch:
     """Grid and flags shared by the forward and the backward of one call."""
 
     def __init__(self, u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward, forward,
-                 block_t, num_warps, num_warps_backward, backward="chunk_parallel"):
+                 block_t, num_warps, num_warps_backward, backward="chunk_parallel", block_d_carry=32,
+                 num_warps_carry=1):
         batch, self.dim, self.length = u.shape
         self.batch, self.n_state = batch, A.shape[1]
         self.B_fixed, g_b, *self.b_strides = _bc_layout(B)
@@ -673,6 +681,9 @@ class _Launch:
         self.n_pblocks = -(-self.P // self.block_d)
         self.bwd_block_d = min(block_d_backward, triton_next_power_of_2(self.P))
         self.bwd_n_pblocks = -(-self.P // self.bwd_block_d)
+        self.carry_block_d = min(block_d_carry, triton_next_power_of_2(self.P))
+        self.carry_n_pblocks = -(-self.P // self.carry_block_d)
+        self.num_warps_carry = num_warps_carry
         self.block_n = triton_next_power_of_2(self.n_state)
         self.flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                           SOFTPLUS=softplus)
@@ -771,11 +782,12 @@ class _TritonScanFn(torch.autograd.Function):
             if launch.n_chunks > 1:
                 local = torch.empty_like(starts)  # chunk 0 sends nothing: its slot stays unused
                 sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
-                k._bwd_chunk_carry_kernel[launch.grid(launch.n_chunks - 1)](
+                k._bwd_chunk_carry_kernel[launch.grid(launch.n_chunks - 1, launch.carry_n_pblocks)](
                     delta, A, C, zp, biasp, dout, local, sumdelta, launch.dim, launch.length, launch.n_state,
-                    launch.n_chunks, launch.T, launch.P, launch.n_pblocks, *launch.c_strides,
+                    launch.n_chunks, launch.T, launch.P, launch.carry_n_pblocks, *launch.c_strides,
                     C_FIXED=launch.C_fixed, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
-                    SOFTPLUS=launch.flags["SOFTPLUS"], BLOCK_D=launch.block_d, BLOCK_N=launch.block_n)
+                    SOFTPLUS=launch.flags["SOFTPLUS"], BLOCK_D=launch.carry_block_d, BLOCK_N=launch.block_n,
+                    num_warps=launch.num_warps_carry)
                 carries = launch.combine(local, sumdelta, A, dlast, reverse=True)
             else:
                 carries = dlast[:, :, None] if dlast is not None else torch.zeros_like(starts)
@@ -795,12 +807,12 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           return_last_state: bool = False, chunk_length: Optional[int] = None, block_d: int = 16,
                           block_d_backward: int = 8, forward: str = "auto", block_t: Optional[int] = None,
                           num_warps: Optional[int] = None, num_warps_backward: Optional[int] = None,
-                          backward: str = "chunk_parallel"):
+                          backward: str = "chunk_parallel", block_d_carry: int = 32, num_warps_carry: int = 1):
     """Fused selective scan (arguments and shapes as :func:`mambaseg.ops.selective_scan`).
 
     Args:
         chunk_length: steps per chunk ``T`` (a power of two); default :func:`default_chunk_length`.
-        block_d: channels per program of the sequential kernels (forward, backward carries), capped at the
+        block_d: channels per program of the two-pass forward's sequential kernel, capped at the
             channels per B/C group rounded up to a power of two; the state tile is ``(block_d, N)``.
         block_d_backward: channels per program of the backward's gradient kernel, whose tiles are
             ``(block_d_backward, chunk_length)``: 8 x 64 compiles for sm_90 without register spills at 4 warps
@@ -815,7 +827,13 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
         backward: ``"chunk_parallel"`` (carry pass, combine, then one program per channel block and chunk) or
             ``"single_pass"`` (one program per channel walks its chunks backwards, carrying the adjoint; chunks of
             ``chunk_length`` steps are its tiles). The single pass is not yet timed on a GPU.
-        The defaults are the fastest settings of an H200 sweep (``benchmarks/triton_tune.py``).
+        block_d_carry, num_warps_carry: channels and warps per program of the chunk-parallel backward's carry pass
+            (a step-by-step walk with the ``(block_d_carry, N)`` adjoint in registers). 32 x 1 warp gives each thread
+            16 state elements, over which the per-step loads and step sizes are shared: compiled for sm_90 that is
+            9.6 instructions per (step, state) against 59.5 for the earlier 16 x 4 warps
+            (``benchmarks/triton_sass.py``, results/triton_sass_sm90.md); not yet timed on a GPU.
+        The defaults are the fastest settings of an H200 sweep (``benchmarks/triton_tune.py``), except the carry
+        pass's, chosen by the static cost model.
 
     Returns:
         ``out: (batch, dim, L)`` in the dtype of ``u``, and ``last_state: (batch, dim, N)`` (fp32) if asked.
@@ -827,7 +845,8 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                            "TRITON_INTERPRET=1 set before triton is first imported in the process")
     tensors = [t.contiguous() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
     options = dict(chunk_length=chunk_length, block_d=block_d, block_d_backward=block_d_backward, forward=forward,
-                   block_t=block_t, num_warps=num_warps, num_warps_backward=num_warps_backward, backward=backward)
+                   block_t=block_t, num_warps=num_warps, num_warps_backward=num_warps_backward, backward=backward,
+                   block_d_carry=block_d_carry, num_warps_carry=num_warps_carry)
     out, last = _TritonScanFn.apply(*tensors, bool(delta_softplus), options)
     return (out, last) if return_last_state else out
 
