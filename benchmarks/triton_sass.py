@@ -1,0 +1,410 @@
+"""Static cost model of the Triton selective scan on an NVIDIA GPU, built without one.
+
+Why: the Triton kernels are timed only when a session is lent a GPU. Between those runs, this script answers "where
+do the instructions of each kernel go, and what is the fastest the kernel could possibly run" from the machine code
+alone, so a kernel change can be judged before it is timed.
+
+How:
+  1. Records the kernel launches of one forward+backward of ``selective_scan_triton`` at a shape, by running the
+     autograd function on ``meta`` tensors with the launches intercepted (grid, arguments, constexprs, warps: exactly
+     what the real call would launch, defaults included).
+  2. Compiles each launch as Triton's JIT would on a GPU (arguments specialised the same way: 16-divisible integers
+     and pointers flagged, integers equal to 1 made constant), to a cubin for ``sm_<capability>``, with the
+     ``ptxas`` and ``nvdisasm`` that Triton ships.
+  3. Finds the hot loop of each kernel in the disassembly (the innermost loop with the most instructions) and counts
+     its instructions per functional unit, per (step, state) element it processes.
+  4. Bounds each kernel's time from below by the busiest unit: per loop iteration of one warp, issue (4 warp
+     instructions per clock per SM) and each pipe's lane throughput per clock per SM (CUDA C++ Programming Guide,
+     arithmetic instruction throughput, compute capability 9.0): fp32 add/mul/fma 128, integer/logic/compare/select
+     64, exp2/log2/rcp (MUFU) 16, conversions 16, warp shuffles 32, load/store units 32. Summed over the kernels'
+     trips of that loop and spread over all SMs at the boost clock.
+
+What it cannot see: memory latency, dependency stalls and occupancy limits. A kernel whose measured time is far above
+its bound is latency bound (too few warps per SM, or a serial chain per step); one near it is throughput bound on
+the unit named. ``--calibrate`` prints the bound beside the forward times measured on an H200
+(``results/triton_tune_h200.md``).
+
+Run from the repository root (Linux x86_64 with the ``triton`` package; no GPU, no CUDA toolkit):
+``python benchmarks/triton_sass.py [--shapes 3,2] [--capability 90] [--out benchmarks/results]``.
+Writes ``triton_sass_sm<capability>.md`` and ``.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import datetime
+import inspect
+import json
+import math
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+from unittest import mock
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+for _p in (str(ROOT / "src"), str(ROOT / "benchmarks")):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from _machine import machine_info, package_versions  # noqa: E402
+from scan import GPU_EXTRA_SHAPES, SHAPES  # noqa: E402
+
+from mambaseg.ops import _triton  # noqa: E402
+
+#: H100 / H200 SXM: 132 SMs at a 1.98 GHz boost clock.
+SMS = 132
+CLOCK_HZ = 1.98e9
+ISSUE_PER_CLOCK = 4  # warp instructions per clock per SM (4 schedulers)
+#: Lanes per clock per SM of each unit (compute capability 9.0) and the SASS opcodes it runs.
+PIPES = {
+    "fma": (128, {"FFMA", "FMUL", "FADD", "HFMA2", "HMUL2", "HADD2"}),
+    "alu": (64, {"IMAD", "IADD3", "ISETP", "LOP3", "SHF", "LEA", "SEL", "PRMT", "IABS", "IMNMX", "VIADD", "VIMNMX",
+                 "FSEL", "FSETP", "FMNMX", "MOV", "IADD", "LOP", "SHL", "SHR", "PLOP3", "P2R", "R2P", "LEA.HI"}),
+    "mufu": (16, {"MUFU"}),
+    "conv": (16, {"F2F", "F2FP", "I2F", "F2I", "I2FP", "F2IP", "FRND"}),
+    "shfl": (32, {"SHFL"}),
+    "lsu": (32, {"LDS", "STS", "LDSM", "STSM", "LDG", "STG", "ATOMG", "REDG", "ATOMS", "RED", "ATOM", "LD", "ST",
+                 "LDL", "STL"}),
+}
+_OPCODE = re.compile(r"/\*[0-9a-f]{4,}\*/\s+(?:@!?U?P[T0-9]+\s+)?([A-Z0-9_]+)((?:\.[A-Z0-9_]+)*)")
+_LABEL = re.compile(r"^(\.L_x_\d+):")
+_BRANCH = re.compile(r"\bBRA\b.*`\((\.L_x_\d+)\)")
+
+
+# ------------------------------------------------------------------------------------------------ 1. the launches
+class _Recorder:
+    """Stands in for a wrapped kernel: ``kernel[grid](*args, **kwargs)`` is recorded, not run."""
+
+    def __init__(self, name, launches):
+        self.name, self.launches = name, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, num_warps=4, **constexprs):
+            self.launches.append(dict(kernel=self.name, grid=tuple(grid), args=args, constexprs=constexprs,
+                                      num_warps=num_warps))
+        return launch
+
+
+class _Ctx:
+    """The parts of an autograd context that ``_TritonScanFn`` uses."""
+
+    def save_for_backward(self, *tensors):
+        self.saved_tensors = tensors
+
+
+def record_launches(shape, dtype=torch.float32, **options) -> list[dict]:
+    """The kernel launches of one forward and one backward of ``selective_scan_triton`` at ``shape``
+    ``(B, D, L, N, G)`` with ``D``, ``z``, ``delta_bias`` and softplus (the SS2D / Mamba-block call), on meta tensors.
+
+    ``options`` are ``selective_scan_triton``'s launch options (``forward=``, ``backward=``, ``block_t=``...).
+    """
+    b, d, length, n, g = shape
+    meta = dict(device="meta")
+    bc = (b, n, length) if g == 1 else (b, g, n, length)
+    u, delta, z = (torch.empty(b, d, length, dtype=dtype, **meta) for _ in range(3))
+    A = torch.empty(d, n, **meta)
+    B, C = torch.empty(bc, dtype=dtype, **meta), torch.empty(bc, dtype=dtype, **meta)
+    D, bias = torch.empty(d, **meta), torch.empty(d, **meta)
+    launches: list[dict] = []
+    fake = types.SimpleNamespace(**{k: _Recorder(k, launches) for k in _triton._KERNELS})
+    full = launch_defaults()
+    unknown = set(options) - set(full)
+    if unknown:
+        raise ValueError(f"record_launches: unknown options {sorted(unknown)}; known: {sorted(full)}")
+    full.update(options)
+    with mock.patch.object(_triton, "_kernels", lambda interpret: fake):
+        ctx = _Ctx()
+        out, last = _triton._TritonScanFn.forward(ctx, u, delta, A, B, C, D, z, bias, True, full)
+        _triton._TritonScanFn.backward(ctx, torch.empty_like(out), None)
+    return launches
+
+
+def launch_defaults() -> dict:
+    """``selective_scan_triton``'s launch options (those after ``return_last_state``) with their defaults."""
+    params = list(inspect.signature(_triton.selective_scan_triton).parameters.values())
+    start = [p.name for p in params].index("return_last_state") + 1
+    return {p.name: p.default for p in params[start:]}
+
+
+# ------------------------------------------------------------------------------------------------ 2. compilation
+def compile_launch(launch: dict, capability: int = 90, workdir: str | None = None) -> dict:
+    """Compiles one recorded launch as the JIT would on a GPU; returns its cubin, SASS and resource usage."""
+    import triton
+    from triton._C.libtriton import native_specialize_impl
+    from triton.backends.compiler import BaseBackend, GPUTarget
+    from triton.compiler import ASTSource
+
+    kernel = getattr(_triton._kernels(False), launch["kernel"])
+    names = kernel.arg_names
+    values = dict(zip(names, launch["args"]))
+    values.update(launch["constexprs"])
+    signature, constants, attrs = {}, {}, {}
+    for i, name in enumerate(names):
+        value = values[name]
+        if name in launch["constexprs"]:
+            signature[name], constants[(i,)] = "constexpr", value
+            continue
+        ty, key = native_specialize_impl(BaseBackend, value, False, True, True)
+        if ty == "constexpr":  # an integer equal to 1
+            signature[name], constants[(i,)] = "constexpr", value
+            continue
+        signature[name] = ty
+        if key:
+            attrs[(i,)] = BaseBackend.parse_attr(key)
+    source = ASTSource(kernel, signature, constexprs=constants, attrs=attrs)
+    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
+                              options=dict(num_warps=launch["num_warps"]))
+    tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        cubin = Path(tmp) / f"{launch['kernel']}.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        sass = subprocess.run([str(tools / "nvdisasm"), "-c", str(cubin)], capture_output=True, text=True,
+                              check=True).stdout
+        usage = subprocess.run([str(tools / "cuobjdump"), "--dump-resource-usage", str(cubin)], capture_output=True,
+                               text=True, check=True).stdout
+    resources = dict(re.findall(r"\b(REG|STACK|SHARED|LOCAL):(\d+)", usage))
+    return dict(sass=sass, registers=int(resources.get("REG", 0)), local_bytes=int(resources.get("LOCAL", 0)),
+                stack_bytes=int(resources.get("STACK", 0)), shared_bytes=int(resources.get("SHARED", 0)))
+
+
+# ------------------------------------------------------------------------------------------------ 3. the hot loop
+def parse_sass(sass: str) -> list[tuple[str, str]]:
+    """``[(kind, text)]`` per line: kind is ``"label"`` (text = label) or ``"op"`` (text = opcode with modifiers,
+    branch targets kept in the line for :func:`loops`)."""
+    lines = []
+    for line in sass.splitlines():
+        m = _LABEL.match(line.strip())
+        if m:
+            lines.append(("label", m.group(1)))
+            continue
+        m = _OPCODE.search(line)
+        if m:
+            lines.append(("op", m.group(1) + m.group(2) + " " + line))
+    return lines
+
+
+def loops(lines) -> list[tuple[int, int]]:
+    """``(start, end)`` line ranges of the loops: a label and a later branch back to it."""
+    where = {text: i for i, (kind, text) in enumerate(lines) if kind == "label"}
+    found = []
+    for i, (kind, text) in enumerate(lines):
+        m = _BRANCH.search(text) if kind == "op" else None
+        if m and m.group(1) in where and where[m.group(1)] < i:
+            found.append((where[m.group(1)], i))
+    return found
+
+
+def hot_loop_counts(sass: str) -> dict:
+    """Instruction counts of the innermost loop with the most instructions, by opcode (``MUFU.EX2`` kept apart)."""
+    lines = parse_sass(sass)
+    spans = loops(lines)
+    inner = [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
+    if not inner:
+        return None
+
+    def ops(span):
+        counts = collections.Counter()
+        for kind, text in lines[span[0]:span[1] + 1]:
+            if kind == "op":
+                opcode = text.split()[0]
+                counts["MUFU.EX2" if opcode.startswith("MUFU.EX2") else opcode.split(".")[0]] += 1
+        return counts
+
+    return max((ops(s) for s in inner), key=lambda c: sum(c.values()))
+
+
+def pipe_counts(counts: dict) -> dict:
+    """Per-unit instruction counts (``MUFU.EX2`` under mufu), ``total`` and ``other``."""
+    out = {pipe: 0 for pipe in PIPES}
+    other = 0
+    for opcode, k in counts.items():
+        base = opcode.split(".")[0]
+        pipe = next((p for p, (_, ops) in PIPES.items() if base in ops), None)
+        if pipe is None:
+            other += k
+        else:
+            out[pipe] += k
+    out["other"], out["total"] = other, sum(counts.values())
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ 4. the bound
+#: Parameter names of each kernel, to read a recorded launch's arguments by name.
+_ARGS = {name: list(inspect.signature(getattr(_triton, name)).parameters) for name in _triton._KERNELS}
+
+
+def loop_geometry(launch: dict) -> tuple[int, int]:
+    """``(trips, elements)``: iterations of the hot loop per program, and the (step, state) elements (states for the
+    combine) one iteration handles in the whole program."""
+    k, c, a = launch["kernel"], launch["constexprs"], dict(zip(_ARGS[launch["kernel"]], launch["args"]))
+    if k == "_fwd_single_pass_kernel":
+        return math.ceil(a["length"] / c["BLOCK_T"]), c["BLOCK_N"] * c["BLOCK_T"]
+    if k in ("_fwd_chunk_kernel", "_bwd_chunk_carry_kernel"):
+        return a["chunk_len"], c["BLOCK_D"] * c["BLOCK_N"]
+    if k == "_chunk_combine_kernel":
+        return a["n_chunks"] - 1, c["BLOCK_D"] * c["BLOCK_N"]
+    if k == "_bwd_chunk_kernel":
+        return a["n_state"], c["BLOCK_D"] * c["BLOCK_T"]
+    if k == "_bwd_single_pass_kernel":
+        return a["n_chunks"], c["BLOCK_N"] * c["BLOCK_T"]
+    raise KeyError(k)
+
+
+def bound(launch: dict, compiled: dict) -> dict:
+    """Instruction mix of the hot loop per element and per thread, and the time bound of the whole launch."""
+    counts = hot_loop_counts(compiled["sass"])
+    if counts is None:
+        raise RuntimeError(f"triton_sass: no loop found in the SASS of {launch['kernel']}")
+    pipes = pipe_counts(counts)
+    trips, elements = loop_geometry(launch)
+    threads = 32 * launch["num_warps"]
+    per_thread = elements / threads  # elements one thread handles per iteration
+    cycles = {"issue": pipes["total"] / ISSUE_PER_CLOCK}  # SM clocks per warp-iteration, each unit alone
+    for pipe, (rate, _) in PIPES.items():
+        cycles[pipe] = pipes[pipe] * 32 / rate
+    limiter = max(cycles, key=cycles.get)
+    programs = math.prod(launch["grid"])
+    warp_iterations = programs * trips * launch["num_warps"]
+    seconds = warp_iterations * cycles[limiter] / SMS / CLOCK_HZ
+    resident_warps = min(64, 65536 // max(1, compiled["registers"] * 32))  # register-limited warps per SM
+    return dict(kernel=launch["kernel"], grid=launch["grid"], num_warps=launch["num_warps"],
+                constexprs={k: v for k, v in launch["constexprs"].items() if k.startswith("BLOCK")},
+                registers=compiled["registers"], local_bytes=compiled["local_bytes"] + compiled["stack_bytes"],
+                trips=trips, elements_per_thread=per_thread,
+                per_element={k: round(v / per_thread, 2) for k, v in pipes.items()},
+                exp2_per_element=round(counts.get("MUFU.EX2", 0) / per_thread, 2),
+                barriers_per_iteration=counts.get("BAR", 0),
+                fences_per_iteration=counts.get("MEMBAR", 0) + counts.get("CCTL", 0),
+                spills_per_iteration=counts.get("STL", 0) + counts.get("LDL", 0),
+                limiter=limiter, bound_us=seconds * 1e6,
+                warps_per_sm=programs * launch["num_warps"] / SMS, max_resident_warps=resident_warps)
+
+
+def analyse(shape, capability=90, dtype=torch.float32, **options) -> dict:
+    """Every launch of one forward+backward at ``shape``, compiled and bounded; totals per direction."""
+    launches = record_launches(shape, dtype, **options)
+    rows = []
+    for i, launch in enumerate(launches):
+        row = bound(launch, compile_launch(launch, capability))
+        row["direction"] = "forward" if i < _forward_count(launches) else "backward"
+        rows.append(row)
+    total = {d: sum(r["bound_us"] for r in rows if r["direction"] == d) for d in ("forward", "backward")}
+    return dict(shape=list(shape), options=options, dtype=str(dtype).replace("torch.", ""), kernels=rows,
+                bound_us=total)
+
+
+def _forward_count(launches) -> int:
+    """Launches up to and including the one that writes ``out`` (the forward's last)."""
+    for i, launch in enumerate(launches):
+        if launch["kernel"] == "_fwd_single_pass_kernel" or launch["constexprs"].get("OUTPUT"):
+            return i + 1
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ report
+#: Forward times measured on an H200 (CUDA graphs, results/triton_tune_h200.md, 2026-12-04), best settings.
+H200_FORWARD_US = {(1, 768, 4096, 16, 4): (110.3, dict(forward="single_pass", block_t=128, num_warps=2)),
+                   (4, 96, 4096, 16, 1): (82.4, dict(forward="single_pass", block_t=128, num_warps=4)),
+                   (16, 96, 4096, 16, 1): (217.5, dict(forward="single_pass", block_t=128, num_warps=2)),
+                   (1, 96, 4096, 16, 1): (46.8, dict(forward="single_pass", block_t=256, num_warps=8)),
+                   (1, 48, 32768, 16, 1): (172.2, dict(forward="two_pass", block_d=16, chunk_length=128,
+                                                       num_warps=2)),
+                   (1, 192, 1024, 16, 1): (15.4, dict(forward="single_pass", block_t=256, num_warps=4))}
+#: The variants compared per shape: the defaults, the single-pass backward, and the carry pass as it was launched
+#: before 2026-12-05 (16 channels, 4 warps: 2 state elements per thread).
+VARIANTS = (dict(), dict(backward="single_pass"), dict(block_d_carry=16, num_warps_carry=4))
+
+
+def report(data: dict) -> str:
+    md = lambda cells: "| " + " | ".join(map(str, cells)) + " |"
+    lines = [f"# Triton selective scan: static cost model for sm_{data['capability']}", "",
+             f"`{data['command']}` on {data['date']}. Triton {data['versions'].get('triton')}, torch "
+             f"{data['versions'].get('torch')}; git commit {data['machine']['git_commit']}. No GPU was used: every "
+             "kernel launch of one forward+backward (fp32 inputs; D, z, delta_bias, softplus) was compiled as "
+             "Triton's JIT would compile it on a GPU and its hot loop read from the disassembly (method: the "
+             "script's docstring).", "",
+             f"Bound = the busiest unit over the launch's loop iterations, on {SMS} SMs at {CLOCK_HZ / 1e9:.2f} GHz; "
+             "instructions are per (step, state) element and per thread. A real kernel also waits on memory and on "
+             "its serial chain, so it runs slower than its bound; how much slower is the measure of how latency-"
+             "bound it is.", ""]
+    if data.get("calibration"):
+        lines += ["## Bound against the H200's measured forward (best settings)", "",
+                  md(["shape (B, D, L, N, G)", "settings", "measured us", "bound us", "measured / bound",
+                      "limiter"]), "|---" * 6 + "|"]
+        for c in data["calibration"]:
+            lines.append(md([tuple(c["shape"]), c["settings"], c["measured_us"], f"{c['bound_us']:.1f}",
+                             f"{c['measured_us'] / c['bound_us']:.1f}x", c["limiter"]]))
+        lines.append("")
+    lines += ["## Every kernel", "",
+              md(["shape", "options", "dir", "kernel", "grid", "warps", "tiles", "regs", "local B", "warps/SM",
+                  "resident max", "instr/elt", "fma", "alu", "mufu", "ex2", "shfl", "lsu", "BAR/iter",
+                  "fences/iter", "spill ops/iter", "limiter", "bound us"]), "|---" * 23 + "|"]
+    for a in data["analyses"]:
+        for r in a["kernels"]:
+            pe = r["per_element"]
+            lines.append(md([tuple(a["shape"]), _describe(a["options"]), r["direction"][:3],
+                             r["kernel"].strip("_").replace("_kernel", ""), r["grid"], r["num_warps"],
+                             " ".join(f"{k[6:]}={v}" for k, v in r["constexprs"].items()), r["registers"],
+                             r["local_bytes"], f"{r['warps_per_sm']:.1f}", r["max_resident_warps"], pe["total"],
+                             pe["fma"], pe["alu"], pe["mufu"], r["exp2_per_element"], pe["shfl"], pe["lsu"],
+                             r["barriers_per_iteration"], r["fences_per_iteration"], r["spills_per_iteration"],
+                             r["limiter"], f"{r['bound_us']:.1f}"]))
+    lines += ["", "## Totals (bound, us)", "", md(["shape", "options", "forward", "backward"]), "|---" * 4 + "|"]
+    for a in data["analyses"]:
+        lines.append(md([tuple(a["shape"]), _describe(a["options"]), f"{a['bound_us']['forward']:.1f}",
+                         f"{a['bound_us']['backward']:.1f}"]))
+    return "\n".join(lines) + "\n"
+
+
+def _describe(options: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in options.items()) or "defaults"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shapes", default="3,2,6,0,5,1", help="indices into scan.py's SHAPES + GPU_EXTRA_SHAPES")
+    p.add_argument("--capability", type=int, default=90, help="CUDA compute capability x 10 (90: H100/H200)")
+    p.add_argument("--no-calibrate", action="store_true", help="skip the H200-measured forward settings")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = p.parse_args(argv)
+    if _triton.triton_mode() != "compile":
+        print(f"triton_sass: needs Triton in compiled mode (found {_triton.triton_mode()!r}; unset TRITON_INTERPRET)",
+              file=sys.stderr)
+        return 2
+    all_shapes = SHAPES + GPU_EXTRA_SHAPES
+    shapes = [tuple(all_shapes[int(i)]) for i in args.shapes.split(",")]
+    data = dict(command="python benchmarks/triton_sass.py " + " ".join(map(shlex.quote, argv or sys.argv[1:])),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                capability=args.capability, machine=machine_info(str(ROOT)), versions=package_versions(),
+                model=dict(sms=SMS, clock_hz=CLOCK_HZ, issue_per_clock=ISSUE_PER_CLOCK,
+                           lanes_per_clock={k: v[0] for k, v in PIPES.items()}),
+                analyses=[], calibration=[])
+    for shape in shapes:
+        for options in VARIANTS:
+            print(f"{shape} {_describe(options)}", flush=True)
+            data["analyses"].append(analyse(shape, args.capability, **options))
+        if not args.no_calibrate and shape in H200_FORWARD_US:
+            measured, settings = H200_FORWARD_US[shape]
+            a = analyse(shape, args.capability, **settings)
+            fwd = [r for r in a["kernels"] if r["direction"] == "forward"]
+            data["calibration"].append(dict(shape=list(shape), settings=_describe(settings), measured_us=measured,
+                                            bound_us=a["bound_us"]["forward"],
+                                            limiter="+".join(sorted({r["limiter"] for r in fwd}))))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"triton_sass_sm{args.capability}"
+    stem.with_suffix(".json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    stem.with_suffix(".md").write_text(report(data))
+    print(report(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

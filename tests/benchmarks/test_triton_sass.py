@@ -1,0 +1,69 @@
+"""The static cost model of the Triton kernels (benchmarks/triton_sass.py): every launch of one forward+backward
+compiles for sm_90 as the JIT would compile it, and the hot loops have the properties the kernels are built for.
+Runs in a subprocess: compiling needs Triton imported in compiled mode (the Triton tests import it interpreted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton", reason="the Triton backend needs the triton package (pip install triton)")
+
+ROOT = Path(__file__).resolve().parents[2]
+SS2D = [1, 768, 4096, 16, 4]  # scan.py's SHAPES[3]: VMamba's 4 directions packed in one launch
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sass")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "triton_sass.py"), "--shapes", "3",
+                           "--no-calibrate", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "triton_sass_sm90.md").read_text().startswith("# Triton selective scan: static cost model")
+    return json.loads((out / "triton_sass_sm90.json").read_text())
+
+
+def _analysis(report, **options):
+    return next(a for a in report["analyses"] if a["shape"] == SS2D and a["options"] == options)
+
+
+def test_records_the_launches_of_the_defaults(report):
+    kernels = _analysis(report)["kernels"]
+    assert [k["kernel"] for k in kernels] == ["_fwd_single_pass_kernel", "_bwd_chunk_carry_kernel",
+                                              "_chunk_combine_kernel", "_bwd_chunk_kernel"]
+    assert [k["direction"] for k in kernels] == ["forward"] + ["backward"] * 3
+    carry = kernels[1]
+    # 4 groups of 192 channels in blocks of 32 -> 24 programs per chunk, 63 chunks of 64 steps send a carry
+    assert carry["grid"] == [1, 24, 63] and carry["num_warps"] == 1 and carry["constexprs"]["BLOCK_D"] == 32
+    assert _analysis(report, backward="single_pass")["kernels"][1]["kernel"] == "_bwd_single_pass_kernel"
+
+
+def test_hot_loops_have_no_fences_no_spills_and_their_exponentials(report):
+    """Relaxed atomics (no MEMBAR / L1 invalidation per add), registers only, and at least one exp2 per
+    (step, state) element (two in the gradient kernels: the forward and the reverse decay), which also checks that
+    the hot loop and its element count were found."""
+    exps = {"_fwd_single_pass_kernel": 1, "_bwd_chunk_carry_kernel": 1, "_bwd_chunk_kernel": 2,
+            "_bwd_single_pass_kernel": 2}
+    for analysis in report["analyses"]:
+        for k in analysis["kernels"]:
+            what = f"{k['kernel']} {analysis['options']}"
+            assert k["fences_per_iteration"] == 0 and k["spills_per_iteration"] == 0, what
+            assert k["local_bytes"] == 0 and 0 < k["registers"] <= 255, what
+            assert k["exp2_per_element"] >= exps.get(k["kernel"], 0), what
+            assert k["bound_us"] > 0 and k["per_element"]["total"] > 0, what
+
+
+def test_default_carry_pass_needs_fewer_instructions_than_the_old_launch(report):
+    """The reason for the carry pass's defaults (32 channels, 1 warp): per (step, state) element it issues fewer
+    instructions than the earlier 16 channels x 4 warps, whose threads held 2 state elements each."""
+    def carry(**options):
+        return next(k for k in _analysis(report, **options)["kernels"] if k["kernel"] == "_bwd_chunk_carry_kernel")
+    new, old = carry(), carry(block_d_carry=16, num_warps_carry=4)
+    assert new["elements_per_thread"] == 16 and old["elements_per_thread"] == 2
+    assert new["per_element"]["total"] < 0.5 * old["per_element"]["total"]
