@@ -128,6 +128,16 @@ def test_matches_reference_output_state_and_all_gradients(case, forward, backwar
 
 
 @needs_interpreter
+@pytest.mark.parametrize("block_t, chunk", [(32, 16), (64, 16)])
+def test_single_pass_tile_spanning_several_chunks(block_t, chunk):
+    """Forward tiles of 2 and 4 chunks (the GPU default: 128-step tiles, 64-step chunks): every chunk start inside
+    a tile is saved for the backward, and the last tile runs past L = 70."""
+    inputs = make_inputs(2, 4, 70, 4, 2)
+    got = run(selective_scan_triton, inputs, chunk_length=chunk, forward="single_pass", block_t=block_t)
+    assert_matches(got, run(reference, inputs), what=f"block_t={block_t} chunk={chunk}")
+
+
+@needs_interpreter
 def test_mixed_layouts_shared_B_and_grouped_C():
     inputs = make_inputs(2, 4, 19, 4, 2)
     inputs["B"] = inputs["B"][:, 0].contiguous()  # (batch, N, L), read by both groups; its gradient sums them

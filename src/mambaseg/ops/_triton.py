@@ -196,16 +196,16 @@ def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
 
 
 def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
-                            last_ptr, dim, length, n_state, n_chunks, chunk_len, P, sbb, sbg, sbn, scb, scg, scn,
+                            last_ptr, dim, length, n_state, n_chunks, P, sbb, sbg, sbn, scb, scg, scn,
                             B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_D: tl.constexpr,
                             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+                            BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr):
     """The whole sequence of one channel in one program: one pass, one ``exp`` per (step, state).
 
     The program walks L in tiles of ``BLOCK_T`` steps; in each tile the states of all ``N`` are formed at once as
     a ``(BLOCK_N, BLOCK_T)`` tile by an associative scan along time, started from the state carried out of the
     previous tile. Writes ``out`` ``(B, D, L)``, the last state, and, for the backward, the state entering each
-    chunk of ``chunk_len`` steps to ``state_ptr`` ``(B, D, nc, N)`` (zero-initialised: chunk 0 starts from 0).
+    chunk of ``CHUNK`` steps to ``state_ptr`` ``(B, D, nc, N)`` (zero-initialised: chunk 0 starts from 0).
     Grid: (batch, dim). The two-pass kernel above needs twice the exponentials but splits L across programs;
     this one suits many channels (SS2D packs 4 x 192 of them), the other few channels and long L (3D).
     """
@@ -255,8 +255,8 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
             y = y * zt * tl.sigmoid(zt)
         tl.store(out_ptr + row + offs_t, y, mask=mask_t)
         # the state after the last step of chunk c enters chunk c + 1
-        chunk_end = (offs_t % chunk_len == chunk_len - 1) & (offs_t + 1 < length)
-        tl.store(state_ptr + (state_base + (offs_t + 1) // chunk_len)[None, :] * n_state + offs_n[:, None], hs,
+        chunk_end = (offs_t % CHUNK == CHUNK - 1) & (offs_t + 1 < length)
+        tl.store(state_ptr + (state_base + (offs_t + 1) // CHUNK)[None, :] * n_state + offs_n[:, None], hs,
                  mask=mask_n[:, None] & chunk_end[None, :])
         h = tl.sum(tl.where(steps[None, :] == BLOCK_T - 1, hs, 0.0), axis=1)
     tl.store(last_ptr + (pid_b * dim + d) * n_state + offs_n, h, mask=mask_n)
@@ -738,9 +738,10 @@ class _TritonScanFn(torch.autograd.Function):
         args = (u, delta, A, B, C, _placeholder(D, u), _placeholder(z, u), _placeholder(delta_bias, u))
         if launch.forward == "single_pass":
             k._fwd_single_pass_kernel[(launch.batch, launch.dim)](
-                *args, out, states, last, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T,
-                launch.P, *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed,
-                BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, num_warps=launch.num_warps, **launch.flags)
+                *args, out, states, last, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.P,
+                *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed,
+                BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, CHUNK=launch.T, num_warps=launch.num_warps,
+                **launch.flags)
         else:
             sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
             common = (launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T, launch.P,
@@ -886,9 +887,9 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
         "fwd_states_fixed_C": (k._fwd_chunk_kernel, "fp32", dict(OUTPUT=False, B_FIXED=False, C_FIXED=True,
                                                                  **tiles, **off)),
         "fwd_single_pass": (k._fwd_single_pass_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=False, BLOCK_N=16,
-                                                                     BLOCK_T=128, **on)),
+                                                                     BLOCK_T=128, CHUNK=64, **on)),
         "fwd_single_pass_fixed": (k._fwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True, BLOCK_N=16,
-                                                                          BLOCK_T=128, **off)),
+                                                                          BLOCK_T=128, CHUNK=256, **off)),
         "bwd_single_pass": (k._bwd_single_pass_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=False,
                                                                      HAS_DLAST=True, BLOCK_N=16, BLOCK_T=64, **on)),
         "bwd_single_pass_fixed": (k._bwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True,
