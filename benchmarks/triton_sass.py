@@ -21,8 +21,9 @@ How:
 
 What it cannot see: memory latency, dependency stalls and occupancy limits. A kernel whose measured time is far above
 its bound is latency bound (too few warps per SM, or a serial chain per step); one near it is throughput bound on
-the unit named. ``--calibrate`` prints the bound beside the forward times measured on an H200
-(``results/triton_tune_h200.md``).
+the unit named. The report puts the bound beside the forward times measured on an H200
+(``results/triton_tune_h200.md``), computed from the source of the revision those times measured (``git show``;
+``--no-calibrate`` skips it, e.g. in a shallow clone).
 
 Run from the repository root (Linux x86_64 with the ``triton`` package; no GPU, no CUDA toolkit):
 ``python benchmarks/triton_sass.py [--shapes 3,2] [--capability 90] [--out benchmarks/results]``.
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import functools
 import inspect
 import json
 import math
@@ -54,7 +56,7 @@ for _p in (str(ROOT / "src"), str(ROOT / "benchmarks")):
         sys.path.insert(0, _p)
 
 from _machine import machine_info, package_versions  # noqa: E402
-from scan import GPU_EXTRA_SHAPES, SHAPES  # noqa: E402
+from scan import GPU_BAR_HBM_SHAPES, GPU_EXTRA_SHAPES, SHAPES, hbm_floor_ms  # noqa: E402
 
 from mambaseg.ops import _triton  # noqa: E402
 
@@ -82,13 +84,14 @@ _BRANCH = re.compile(r"\bBRA\b.*`\((\.L_x_\d+)\)")
 class _Recorder:
     """Stands in for a wrapped kernel: ``kernel[grid](*args, **kwargs)`` is recorded, not run."""
 
-    def __init__(self, name, launches):
-        self.name, self.launches = name, launches
+    def __init__(self, module, name, launches):
+        self.module, self.name, self.launches = module, name, launches
 
     def __getitem__(self, grid):
         def launch(*args, num_warps=4, **constexprs):
-            self.launches.append(dict(kernel=self.name, grid=tuple(grid), args=args, constexprs=constexprs,
-                                      num_warps=num_warps))
+            names = list(inspect.signature(getattr(self.module, self.name)).parameters)
+            self.launches.append(dict(kernel=self.name, grid=tuple(grid), args=dict(zip(names, args)),
+                                      constexprs=constexprs, num_warps=num_warps, module=self.module))
         return launch
 
 
@@ -99,11 +102,12 @@ class _Ctx:
         self.saved_tensors = tensors
 
 
-def record_launches(shape, dtype=torch.float32, **options) -> list[dict]:
+def record_launches(shape, dtype=torch.float32, module=_triton, **options) -> list[dict]:
     """The kernel launches of one forward and one backward of ``selective_scan_triton`` at ``shape``
     ``(B, D, L, N, G)`` with ``D``, ``z``, ``delta_bias`` and softplus (the SS2D / Mamba-block call), on meta tensors.
 
-    ``options`` are ``selective_scan_triton``'s launch options (``forward=``, ``backward=``, ``block_t=``...).
+    ``options`` are ``selective_scan_triton``'s launch options (``forward=``, ``backward=``, ``block_t=``...);
+    ``module`` the kernels' module (another revision's, see :func:`module_at`).
     """
     b, d, length, n, g = shape
     meta = dict(device="meta")
@@ -113,24 +117,41 @@ def record_launches(shape, dtype=torch.float32, **options) -> list[dict]:
     B, C = torch.empty(bc, dtype=dtype, **meta), torch.empty(bc, dtype=dtype, **meta)
     D, bias = torch.empty(d, **meta), torch.empty(d, **meta)
     launches: list[dict] = []
-    fake = types.SimpleNamespace(**{k: _Recorder(k, launches) for k in _triton._KERNELS})
-    full = launch_defaults()
+    fake = types.SimpleNamespace(**{k: _Recorder(module, k, launches) for k in module._KERNELS})
+    full = launch_defaults(module)
     unknown = set(options) - set(full)
     if unknown:
         raise ValueError(f"record_launches: unknown options {sorted(unknown)}; known: {sorted(full)}")
     full.update(options)
-    with mock.patch.object(_triton, "_kernels", lambda interpret: fake):
+    with mock.patch.object(module, "_kernels", lambda interpret: fake):
         ctx = _Ctx()
-        out, last = _triton._TritonScanFn.forward(ctx, u, delta, A, B, C, D, z, bias, True, full)
-        _triton._TritonScanFn.backward(ctx, torch.empty_like(out), None)
+        out, last = module._TritonScanFn.forward(ctx, u, delta, A, B, C, D, z, bias, True, full)
+        module._TritonScanFn.backward(ctx, torch.empty_like(out), None)
     return launches
 
 
-def launch_defaults() -> dict:
+def launch_defaults(module=_triton) -> dict:
     """``selective_scan_triton``'s launch options (those after ``return_last_state``) with their defaults."""
-    params = list(inspect.signature(_triton.selective_scan_triton).parameters.values())
+    params = list(inspect.signature(module.selective_scan_triton).parameters.values())
     start = [p.name for p in params].index("return_last_state") + 1
     return {p.name: p.default for p in params[start:]}
+
+
+@functools.lru_cache(maxsize=None)
+def module_at(revision: str):
+    """The kernels' module as it was at git ``revision`` (to bound the code that a recorded GPU time measured),
+    loaded as a sibling of today's ``mambaseg.ops._triton``."""
+    import importlib.util
+
+    source = subprocess.run(["git", "show", f"{revision}:src/mambaseg/ops/_triton.py"], cwd=ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = Path(tempfile.mkdtemp()) / f"_triton_at_{revision}.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(f"mambaseg.ops._triton_at_{revision}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # the JIT reads the kernels' source through their module
+    spec.loader.exec_module(module)
+    return module
 
 
 # ------------------------------------------------------------------------------------------------ 2. compilation
@@ -141,9 +162,9 @@ def compile_launch(launch: dict, capability: int = 90, workdir: str | None = Non
     from triton.backends.compiler import BaseBackend, GPUTarget
     from triton.compiler import ASTSource
 
-    kernel = getattr(_triton._kernels(False), launch["kernel"])
+    kernel = getattr(launch["module"]._kernels(False), launch["kernel"])
     names = kernel.arg_names
-    values = dict(zip(names, launch["args"]))
+    values = dict(launch["args"])
     values.update(launch["constexprs"])
     signature, constants, attrs = {}, {}, {}
     for i, name in enumerate(names):
@@ -236,14 +257,10 @@ def pipe_counts(counts: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ 4. the bound
-#: Parameter names of each kernel, to read a recorded launch's arguments by name.
-_ARGS = {name: list(inspect.signature(getattr(_triton, name)).parameters) for name in _triton._KERNELS}
-
-
 def loop_geometry(launch: dict) -> tuple[int, int]:
     """``(trips, elements)``: iterations of the hot loop per program, and the (step, state) elements (states for the
     combine) one iteration handles in the whole program."""
-    k, c, a = launch["kernel"], launch["constexprs"], dict(zip(_ARGS[launch["kernel"]], launch["args"]))
+    k, c, a = launch["kernel"], launch["constexprs"], launch["args"]
     if k == "_fwd_single_pass_kernel":
         return math.ceil(a["length"] / c["BLOCK_T"]), c["BLOCK_N"] * c["BLOCK_T"]
     if k in ("_fwd_chunk_kernel", "_bwd_chunk_carry_kernel"):
@@ -287,9 +304,9 @@ def bound(launch: dict, compiled: dict) -> dict:
                 warps_per_sm=programs * launch["num_warps"] / SMS, max_resident_warps=resident_warps)
 
 
-def analyse(shape, capability=90, dtype=torch.float32, **options) -> dict:
+def analyse(shape, capability=90, dtype=torch.float32, module=_triton, **options) -> dict:
     """Every launch of one forward+backward at ``shape``, compiled and bounded; totals per direction."""
-    launches = record_launches(shape, dtype, **options)
+    launches = record_launches(shape, dtype, module, **options)
     rows = []
     for i, launch in enumerate(launches):
         row = bound(launch, compile_launch(launch, capability))
@@ -309,17 +326,66 @@ def _forward_count(launches) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ report
-#: Forward times measured on an H200 (CUDA graphs, results/triton_tune_h200.md, 2026-12-04), best settings.
-H200_FORWARD_US = {(1, 768, 4096, 16, 4): (110.3, dict(forward="single_pass", block_t=128, num_warps=2)),
-                   (4, 96, 4096, 16, 1): (82.4, dict(forward="single_pass", block_t=128, num_warps=4)),
-                   (16, 96, 4096, 16, 1): (217.5, dict(forward="single_pass", block_t=128, num_warps=2)),
-                   (1, 96, 4096, 16, 1): (46.8, dict(forward="single_pass", block_t=256, num_warps=8)),
-                   (1, 48, 32768, 16, 1): (172.2, dict(forward="two_pass", block_d=16, chunk_length=128,
-                                                       num_warps=2)),
-                   (1, 192, 1024, 16, 1): (15.4, dict(forward="single_pass", block_t=256, num_warps=4))}
-#: The variants compared per shape: the defaults, the single-pass backward, and the carry pass as it was launched
-#: before 2026-12-05 (16 channels, 4 warps: 2 state elements per thread).
-VARIANTS = (dict(), dict(backward="single_pass"), dict(block_d_carry=16, num_warps_carry=4))
+#: Times measured on an H200 (CUDA graphs, results/triton_tune_h200.md, 2026-12-04) at the sweep's best settings,
+#: and the revision whose kernels they timed (results/h200_run1/README.md).
+H200_REVISION = "6e3f341"
+_SP = dict(forward="single_pass")
+_BWD = dict(block_d_backward=8, chunk_length=64)
+#: shape -> (forward us, its settings, forward+backward us, its settings)
+H200_MEASURED = {
+    (1, 768, 4096, 16, 4): (110.3, dict(_SP, block_t=128, num_warps=2),
+                            1120.7, dict(_SP, block_t=128, num_warps=2, **_BWD, num_warps_backward=2)),
+    (4, 96, 4096, 16, 1): (82.4, dict(_SP, block_t=128, num_warps=4),
+                           579.0, dict(_SP, block_t=128, num_warps=4, **_BWD, num_warps_backward=2)),
+    (16, 96, 4096, 16, 1): (217.5, dict(_SP, block_t=128, num_warps=2),
+                            2077.1, dict(_SP, block_t=128, num_warps=2, **_BWD, num_warps_backward=2)),
+    (1, 96, 4096, 16, 1): (46.8, dict(_SP, block_t=256, num_warps=8),
+                           219.2, dict(_SP, block_t=256, num_warps=8, **_BWD, num_warps_backward=4)),
+    (1, 48, 32768, 16, 1): (172.2, dict(forward="two_pass", block_d=16, chunk_length=128, num_warps=2),
+                            839.8, dict(forward="two_pass", block_d=16, num_warps=2, **_BWD, num_warps_backward=2)),
+    (1, 192, 1024, 16, 1): (15.4, dict(_SP, block_t=256, num_warps=4),
+                            114.8, dict(_SP, block_t=256, num_warps=4, **_BWD, num_warps_backward=4)),
+}
+#: Copy bandwidth (read + write) measured on the H200 by triton_tune.py (results/triton_tune_h200.json).
+H200_COPY_BYTES_PER_S = 4.106e12
+
+
+def bar_budget(shape, forward_instr_per_element: float) -> dict:
+    """What issue #7's forward bar (50 % of the HBM floor) asks of a kernel at ``shape``: the HBM floor at the
+    H200's copy bandwidth, the time allowed, the MUFU floors with one and two exp2 per (step, state) (single pass,
+    or a chunk-parallel two-pass forward that scans every chunk twice), and the instructions per element the
+    allowed time can issue."""
+    b, d, length, n, g = shape
+    elements = b * d * length * n
+    floor_us = hbm_floor_ms(shape, H200_COPY_BYTES_PER_S)[0] * 1e3
+    allowed_us = 2 * floor_us
+    mufu_us = elements / (PIPES["mufu"][0] * SMS * CLOCK_HZ) * 1e6
+    budget = allowed_us * 1e-6 * SMS * CLOCK_HZ * ISSUE_PER_CLOCK * 32 / elements
+    return dict(shape=list(shape), hbm_floor_us=floor_us, allowed_us=allowed_us, mufu_one_exp_us=mufu_us,
+                mufu_two_exp_us=2 * mufu_us, instr_budget_per_element=budget,
+                forward_instr_per_element=forward_instr_per_element)
+
+
+#: The variants compared per shape: the defaults, the single-pass backward, the carry pass as it was launched
+#: before 2026-12-05 (16 channels, 4 warps: 2 state elements per thread), and a two-pass forward with 16 state
+#: elements per thread (32 channels, 1 warp).
+VARIANTS = (dict(), dict(backward="single_pass"), dict(block_d_carry=16, num_warps_carry=4),
+            dict(forward="two_pass", block_d=32, num_warps=1))
+
+
+def calibrate(shape, capability) -> dict:
+    """The H200's measured forward and forward+backward at ``shape`` beside the bound of the code they timed (git
+    ``H200_REVISION``) and of today's code at the same settings."""
+    then_module = module_at(H200_REVISION)
+    fwd_us, fwd_settings, both_us, both_settings = H200_MEASURED[shape]
+    row = dict(shape=list(shape), forward_settings=_describe(fwd_settings),
+               fwdbwd_settings=_describe(both_settings), measured_forward_us=fwd_us, measured_fwdbwd_us=both_us)
+    for when, module in (("then", then_module), ("now", _triton)):
+        fwd = analyse(shape, capability, module=module, **fwd_settings)["bound_us"]
+        both = analyse(shape, capability, module=module, **both_settings)["bound_us"]
+        row[f"bound_forward_{when}_us"] = fwd["forward"]
+        row[f"bound_fwdbwd_{when}_us"] = both["forward"] + both["backward"]
+    return row
 
 
 def report(data: dict) -> str:
@@ -335,12 +401,34 @@ def report(data: dict) -> str:
              "its serial chain, so it runs slower than its bound; how much slower is the measure of how latency-"
              "bound it is.", ""]
     if data.get("calibration"):
-        lines += ["## Bound against the H200's measured forward (best settings)", "",
-                  md(["shape (B, D, L, N, G)", "settings", "measured us", "bound us", "measured / bound",
-                      "limiter"]), "|---" * 6 + "|"]
+        lines += ["## Bound against the H200's measured times (best settings of the sweep)", "",
+                  f"The H200 timed the kernels of git {H200_REVISION}; 'then' is the bound computed from that "
+                  "revision's source, 'now' today's kernels at the same settings (not yet timed). Settings: "
+                  "results/triton_tune_h200.md.", "",
+                  md(["shape (B, D, L, N, G)", "fwd measured us", "fwd bound then", "measured / bound",
+                      "fwd bound now", "fwd+bwd measured us", "fwd+bwd bound then", "measured / bound",
+                      "fwd+bwd bound now"]), "|---" * 9 + "|"]
         for c in data["calibration"]:
-            lines.append(md([tuple(c["shape"]), c["settings"], c["measured_us"], f"{c['bound_us']:.1f}",
-                             f"{c['measured_us'] / c['bound_us']:.1f}x", c["limiter"]]))
+            lines.append(md([tuple(c["shape"]), c["measured_forward_us"], f"{c['bound_forward_then_us']:.1f}",
+                             f"{c['measured_forward_us'] / c['bound_forward_then_us']:.1f}x",
+                             f"{c['bound_forward_now_us']:.1f}", c["measured_fwdbwd_us"],
+                             f"{c['bound_fwdbwd_then_us']:.1f}",
+                             f"{c['measured_fwdbwd_us'] / c['bound_fwdbwd_then_us']:.1f}x",
+                             f"{c['bound_fwdbwd_now_us']:.1f}"]))
+        lines.append("")
+    if data.get("budget"):
+        lines += ["## What the forward bar asks (50 % of the HBM floor)", "",
+                  "A forward at 50 % of the HBM floor must finish in twice the floor. At these shapes that time is "
+                  "close to what the exponentials alone take on the MUFU (16 per clock per SM): with one exp2 per "
+                  "(step, state) the MUFU must stay over half busy and every other instruction must hide behind it; "
+                  "a two-pass forward (two exp2) cannot get there. 'Budget' is the instructions per element the "
+                  "allowed time can issue on every SM (MUFU included).", "",
+                  md(["shape (B, D, L, N, G)", "HBM floor us (H200 copy bw)", "allowed us", "MUFU, 1 exp2 us",
+                      "MUFU, 2 exp2 us", "budget instr/elt", "single-pass forward now instr/elt"]), "|---" * 7 + "|"]
+        for c in data["budget"]:
+            lines.append(md([tuple(c["shape"]), f"{c['hbm_floor_us']:.1f}", f"{c['allowed_us']:.1f}",
+                             f"{c['mufu_one_exp_us']:.1f}", f"{c['mufu_two_exp_us']:.1f}",
+                             f"{c['instr_budget_per_element']:.1f}", c["forward_instr_per_element"]]))
         lines.append("")
     lines += ["## Every kernel", "",
               md(["shape", "options", "dir", "kernel", "grid", "warps", "tiles", "regs", "local B", "warps/SM",
@@ -385,18 +473,16 @@ def main(argv=None) -> int:
                 capability=args.capability, machine=machine_info(str(ROOT)), versions=package_versions(),
                 model=dict(sms=SMS, clock_hz=CLOCK_HZ, issue_per_clock=ISSUE_PER_CLOCK,
                            lanes_per_clock={k: v[0] for k, v in PIPES.items()}),
-                analyses=[], calibration=[])
+                analyses=[], calibration=[], budget=[])
     for shape in shapes:
         for options in VARIANTS:
             print(f"{shape} {_describe(options)}", flush=True)
             data["analyses"].append(analyse(shape, args.capability, **options))
-        if not args.no_calibrate and shape in H200_FORWARD_US:
-            measured, settings = H200_FORWARD_US[shape]
-            a = analyse(shape, args.capability, **settings)
-            fwd = [r for r in a["kernels"] if r["direction"] == "forward"]
-            data["calibration"].append(dict(shape=list(shape), settings=_describe(settings), measured_us=measured,
-                                            bound_us=a["bound_us"]["forward"],
-                                            limiter="+".join(sorted({r["limiter"] for r in fwd}))))
+        if shape in GPU_BAR_HBM_SHAPES:
+            forward = next(k for k in data["analyses"][-len(VARIANTS)]["kernels"] if k["direction"] == "forward")
+            data["budget"].append(bar_budget(shape, forward["per_element"]["total"]))
+        if not args.no_calibrate and shape in H200_MEASURED:
+            data["calibration"].append(calibrate(shape, args.capability))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"triton_sass_sm{args.capability}"
