@@ -57,7 +57,10 @@ part 110 models3d python3 benchmarks/models3d.py --devices cuda --models segmamb
 for _ in $(seq 20); do [ -f $MSS.rc ] && break; sleep 1; done
 if [ "$(cat $MSS.rc 2>/dev/null)" = 0 ]; then export PYTHONPATH="$PYTHONPATH:$MSS/pkg:$MSS/build"; fi
 echo "== mamba_ssm build: $(cat $MSS.rc 2>/dev/null || echo 'not finished')" | tee -a "$W/tests.log"
-# 3. the Triton settings sweep and issue #7's bar on device time (CUDA graphs), with chunked and mamba_ssm beside
+# 3. the Triton settings sweep and issue #7's bar on device time (CUDA graphs), with chunked and mamba_ssm beside;
+#    per-kernel device times of the defaults (profile_us_per_call in the json) test what triton_sass.py predicts:
+#    relaxed gradient atomics, the carry pass at 32 x 1 warp (the sweep also runs the old 16 x 4 warps), and
+#    two-pass forwards with 16 state elements per thread
 part 150 tune python3 benchmarks/triton_tune.py --out "$W"
 # 4. end-to-end training throughput, batch 24, 224x224, bf16 autocast (chunked at batch 24 takes minutes: left out)
 part 70 throughput python3 benchmarks/train_throughput.py --backends triton,mamba_ssm --warmup 2 --steps 5 \
