@@ -100,6 +100,8 @@ CASES = {  # id -> (batch, dim, length, d_state, groups (None shared, 0 fixed), 
     "fixed_L33_T16": (2, 4, 33, 4, 0, 16, 16, {}),
     "grouped_G1_D8_L70_T32_blocks3": (1, 8, 70, 4, 1, 32, 4, {}),  # 2 channel blocks per group, 3 chunks
     "grouped_G2_D6_blocks2_masked": (1, 6, 21, 4, 2, 16, 2, {}),  # 3 channels per group in blocks of 2
+    # the carry pass in its own tile: 6 channels per group in carry blocks of 4 (masked), gradient blocks of 2
+    "grouped_G2_D12_carry_blocks_differ": (1, 12, 70, 4, 2, 16, 2, {"block_d_carry": 4}),
     "plain_no_D_z_bias_softplus": (1, 4, 20, 4, 1, 16, 16, {"drop": ("D", "z", "delta_bias"), "softplus": False}),
     "bias_without_softplus": (1, 4, 18, 4, None, 16, 16, {"drop": ("z",), "softplus": False}),
     "single_step": (1, 2, 1, 4, 1, None, 16, {}),
@@ -121,7 +123,8 @@ def test_matches_reference_output_state_and_all_gradients(case, forward, backwar
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         got = run(selective_scan_triton, inputs, softplus, chunk_length=chunk, block_d=block_d,
-                  block_d_backward=block_d, block_d_carry=block_d, forward=forward, block_t=16, backward=backward)
+                  block_d_backward=block_d, block_d_carry=options.get("block_d_carry", block_d), forward=forward,
+                  block_t=16, backward=backward)
     n_chunks = -(-length // (chunk or 16))
     assert max(saved) == max(max(t.numel() for t in inputs.values()), batch * dim * n_chunks * d_state)
     assert_matches(got, run(reference, inputs, softplus), what=case)
@@ -244,7 +247,7 @@ def test_every_kernel_compiles_for_the_gpu():
     In a subprocess, since compiling needs Triton imported in compiled mode."""
     code = ("from mambaseg.ops._triton import compile_for_gpu\n"
             "compiled = compile_for_gpu(90)\n"
-            "assert len(compiled) == 11 and all('cubin' in c.asm for c in compiled.values())\n")
+            "assert len(compiled) == 12 and all('cubin' in c.asm for c in compiled.values())\n")
     result = _python(code)
     assert result.returncode == 0, result.stderr[-3000:]
 

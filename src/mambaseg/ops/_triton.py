@@ -83,6 +83,10 @@ _HELPERS = ("_affine_combine", "_softplus", "_step_size", "_add_relaxed")
 #: two-pass 172 us vs single 348 us; (1, 96, 4096) single 47 us vs two-pass 64 us; single wins by 1.4-2.9x at
 #: every other shape.
 TWO_PASS_MIN_STEPS_PER_CHANNEL = 64
+#: State elements per thread in the backward's carry pass (the default warps follow from it): 16 let the per-step
+#: scalar work (loads, step size, softplus) be shared; at 2 per thread (Triton's default 4 warps on a 16 x 16 tile)
+#: the sm_90 hot loop issued 6x the instructions per element (benchmarks/results/triton_sass_sm90.md).
+CARRY_ELEMENTS_PER_THREAD = 16
 #: From this many channels (batch * dim) on, 2 warps per program (and single-pass tiles of 128 steps) were fastest;
 #: below it 4 warps (tiles of 256). Best or within 5 % of the best at every measured shape.
 MANY_CHANNELS = 384
@@ -666,7 +670,7 @@ class _Launch:
 
     def __init__(self, u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward, forward,
                  block_t, num_warps, num_warps_backward, backward="chunk_parallel", block_d_carry=32,
-                 num_warps_carry=1):
+                 num_warps_carry=None):
         batch, self.dim, self.length = u.shape
         self.batch, self.n_state = batch, A.shape[1]
         self.B_fixed, g_b, *self.b_strides = _bc_layout(B)
@@ -683,8 +687,10 @@ class _Launch:
         self.bwd_n_pblocks = -(-self.P // self.bwd_block_d)
         self.carry_block_d = min(block_d_carry, triton_next_power_of_2(self.P))
         self.carry_n_pblocks = -(-self.P // self.carry_block_d)
-        self.num_warps_carry = num_warps_carry
         self.block_n = triton_next_power_of_2(self.n_state)
+        # CARRY_ELEMENTS_PER_THREAD state elements per thread; at N = 16 and 32 channels: 1 warp
+        self.num_warps_carry = num_warps_carry or max(1, min(8, self.carry_block_d * self.block_n
+                                                             // (32 * CARRY_ELEMENTS_PER_THREAD)))
         self.flags = dict(HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                           SOFTPLUS=softplus)
         self.kernels = _kernels(triton_mode() == "interpret")
@@ -808,7 +814,8 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           return_last_state: bool = False, chunk_length: Optional[int] = None, block_d: int = 16,
                           block_d_backward: int = 8, forward: str = "auto", block_t: Optional[int] = None,
                           num_warps: Optional[int] = None, num_warps_backward: Optional[int] = None,
-                          backward: str = "chunk_parallel", block_d_carry: int = 32, num_warps_carry: int = 1):
+                          backward: str = "chunk_parallel", block_d_carry: int = 32,
+                          num_warps_carry: Optional[int] = None):
     """Fused selective scan (arguments and shapes as :func:`mambaseg.ops.selective_scan`).
 
     Args:
@@ -829,10 +836,11 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
             ``"single_pass"`` (one program per channel walks its chunks backwards, carrying the adjoint; chunks of
             ``chunk_length`` steps are its tiles). The single pass is not yet timed on a GPU.
         block_d_carry, num_warps_carry: channels and warps per program of the chunk-parallel backward's carry pass
-            (a step-by-step walk with the ``(block_d_carry, N)`` adjoint in registers). 32 x 1 warp gives each thread
-            16 state elements, over which the per-step loads and step sizes are shared: compiled for sm_90 that is
-            9.6 instructions per (step, state) against 59.5 for the earlier 16 x 4 warps
-            (``benchmarks/triton_sass.py``, results/triton_sass_sm90.md); not yet timed on a GPU.
+            (a step-by-step walk with the ``(block_d_carry, N)`` adjoint in registers). The default warps give each
+            thread ``CARRY_ELEMENTS_PER_THREAD`` (16) state elements, over which the per-step loads and step sizes
+            are shared (1 warp at N = 16, 4 at N = 64): compiled for sm_90 at N = 16 that is 9.6 instructions per
+            (step, state) against 59.5 for the earlier 16 x 4 warps (``benchmarks/triton_sass.py``,
+            results/triton_sass_sm90.md); not yet timed on a GPU.
         The defaults are the fastest settings of an H200 sweep (``benchmarks/triton_tune.py``), except the carry
         pass's, chosen by the static cost model.
 
@@ -899,11 +907,14 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
         "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, **tiles)),
         "bwd_carry": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=False, HAS_Z=True, HAS_BIAS=True,
                                                                 SOFTPLUS=True, **tiles)),
+        "bwd_carry_default_tile": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=True, HAS_Z=True, HAS_BIAS=False,
+                                                                             SOFTPLUS=True, BLOCK_D=32, BLOCK_N=16)),
         "bwd_fixed_C": (k._bwd_chunk_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=True, BLOCK_D=8, BLOCK_T=64,
                                                             **on)),
         "bwd_fixed_B_plain": (k._bwd_chunk_kernel, "fp32", dict(B_FIXED=True, C_FIXED=False, BLOCK_D=8, BLOCK_T=64,
                                                                 **off)),
     }
+    warps = {"bwd_carry_default_tile": 1}  # the carry pass's default launch at N = 16; the others at 4 warps
     target = GPUTarget("cuda", capability, 32)
     compiled = {}
     for name, (kernel, dtype, constexprs) in variants.items():
@@ -916,5 +927,5 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
         signature.update({n: f"*{'fp32' if n in _FP32_BUFFERS else dtype}" for n in names if n.endswith("_ptr")})
         signature.update(dict.fromkeys(constexprs, "constexpr"))
         source = ASTSource(kernel, signature, constexprs={(names.index(n),): v for n, v in constexprs.items()})
-        compiled[name] = triton.compile(source, target=target)
+        compiled[name] = triton.compile(source, target=target, options=dict(num_warps=warps.get(name, 4)))
     return compiled
