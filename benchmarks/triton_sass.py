@@ -13,7 +13,8 @@ How:
      ``ptxas`` and ``nvdisasm`` that Triton ships.
   3. Finds the hot loop of each kernel in the disassembly (the innermost loop with the most instructions) and counts
      its instructions per functional unit, per (step, state) element it processes.
-  4. Bounds each kernel's time from below by the busiest unit: per loop iteration of one warp, issue (4 warp
+  4. Bounds each kernel's time from below by the busiest unit (plus, issue-bound, the code outside the loop once per
+     program): per loop iteration of one warp, issue (4 warp
      instructions per clock per SM) and each pipe's lane throughput per clock per SM (CUDA C++ Programming Guide,
      arithmetic instruction throughput, compute capability 9.0): fp32 add/mul/fma 128, integer/logic/compare/select
      64, exp2/log2/rcp (MUFU) 16, conversions 16, warp shuffles 32, load/store units 32. Summed over the kernels'
@@ -126,7 +127,8 @@ def record_launches(shape, dtype=torch.float32, module=_triton, **options) -> li
     with mock.patch.object(module, "_kernels", lambda interpret: fake):
         ctx = _Ctx()
         out, last = module._TritonScanFn.forward(ctx, u, delta, A, B, C, D, z, bias, True, full)
-        module._TritonScanFn.backward(ctx, torch.empty_like(out), None)
+        # autograd hands the backward zeros for an unused last state, never None
+        module._TritonScanFn.backward(ctx, torch.empty_like(out), torch.empty_like(last))
     return launches
 
 
@@ -222,23 +224,35 @@ def loops(lines) -> list[tuple[int, int]]:
     return found
 
 
-def hot_loop_counts(sass: str) -> dict:
-    """Instruction counts of the innermost loop with the most instructions, by opcode (``MUFU.EX2`` kept apart)."""
+def _opcode_counts(lines) -> collections.Counter:
+    counts = collections.Counter()
+    for kind, text in lines:
+        if kind == "op":
+            opcode = text.split()[0]
+            counts["MUFU.EX2" if opcode.startswith("MUFU.EX2") else opcode.split(".")[0]] += 1
+    return counts
+
+
+def hot_loop_counts(sass: str) -> tuple[dict, int] | None:
+    """Instruction counts of one iteration of the hot loop (the innermost loop with the most instructions), by
+    opcode (``MUFU.EX2`` kept apart), and the factor by which the compiler unrolled it.
+
+    An unrolled loop comes with a remainder loop that runs one iteration at a time; the unroll factor is the ratio
+    of their exp2 counts (every kernel's iteration has exponentials), and the counts are divided by it. None when
+    the kernel has no loop.
+    """
     lines = parse_sass(sass)
     spans = loops(lines)
     inner = [s for s in spans if not any(o != s and s[0] <= o[0] and o[1] <= s[1] for o in spans)]
     if not inner:
         return None
-
-    def ops(span):
-        counts = collections.Counter()
-        for kind, text in lines[span[0]:span[1] + 1]:
-            if kind == "op":
-                opcode = text.split()[0]
-                counts["MUFU.EX2" if opcode.startswith("MUFU.EX2") else opcode.split(".")[0]] += 1
-        return counts
-
-    return max((ops(s) for s in inner), key=lambda c: sum(c.values()))
+    bodies = [_opcode_counts(lines[a:b + 1]) for a, b in inner]
+    hot = max(bodies, key=lambda c: sum(c.values()))
+    exps = sorted(c["MUFU.EX2"] for c in bodies if c["MUFU.EX2"])
+    unroll = 1
+    if hot["MUFU.EX2"] and exps and hot["MUFU.EX2"] % exps[0] == 0:
+        unroll = hot["MUFU.EX2"] // exps[0]
+    return {k: v // unroll if v % unroll == 0 else v / unroll for k, v in hot.items()}, unroll
 
 
 def pipe_counts(counts: dict) -> dict:
@@ -276,9 +290,11 @@ def loop_geometry(launch: dict) -> tuple[int, int]:
 
 def bound(launch: dict, compiled: dict) -> dict:
     """Instruction mix of the hot loop per element and per thread, and the time bound of the whole launch."""
-    counts = hot_loop_counts(compiled["sass"])
-    if counts is None:
+    found = hot_loop_counts(compiled["sass"])
+    if found is None:
         raise RuntimeError(f"triton_sass: no loop found in the SASS of {launch['kernel']}")
+    counts, unroll = found
+    whole = _opcode_counts(parse_sass(compiled["sass"]))
     pipes = pipe_counts(counts)
     trips, elements = loop_geometry(launch)
     threads = 32 * launch["num_warps"]
@@ -289,16 +305,23 @@ def bound(launch: dict, compiled: dict) -> dict:
     limiter = max(cycles, key=cycles.get)
     programs = math.prod(launch["grid"])
     warp_iterations = programs * trips * launch["num_warps"]
-    seconds = warp_iterations * cycles[limiter] / SMS / CLOCK_HZ
-    resident_warps = min(64, 65536 // max(1, compiled["registers"] * 32))  # register-limited warps per SM
+    # the code outside the hot loop (set-up, epilogue, a remainder loop) runs about once per program: issue only
+    outside = sum(whole.values()) - sum(counts.values()) * unroll
+    seconds = (warp_iterations * cycles[limiter] + programs * launch["num_warps"] * outside / ISSUE_PER_CLOCK) \
+        / SMS / CLOCK_HZ
+    # resident programs per SM: 64K registers allocated per warp in units of 256, at most 64 warps and 32 programs
+    warp_registers = -(-max(1, compiled["registers"]) * 32 // 256) * 256
+    resident_warps = launch["num_warps"] * min(32, 65536 // (warp_registers * launch["num_warps"]),
+                                               64 // launch["num_warps"])
     return dict(kernel=launch["kernel"], grid=launch["grid"], num_warps=launch["num_warps"],
                 constexprs={k: v for k, v in launch["constexprs"].items() if k.startswith("BLOCK")},
                 registers=compiled["registers"], local_bytes=compiled["local_bytes"] + compiled["stack_bytes"],
-                trips=trips, elements_per_thread=per_thread,
+                trips=trips, unroll=unroll, elements_per_thread=per_thread,
                 per_element={k: round(v / per_thread, 2) for k, v in pipes.items()},
                 exp2_per_element=round(counts.get("MUFU.EX2", 0) / per_thread, 2),
                 barriers_per_iteration=counts.get("BAR", 0),
                 fences_per_iteration=counts.get("MEMBAR", 0) + counts.get("CCTL", 0),
+                fences_in_kernel=whole.get("MEMBAR", 0) + whole.get("CCTL", 0),
                 spills_per_iteration=counts.get("STL", 0) + counts.get("LDL", 0),
                 limiter=limiter, bound_us=seconds * 1e6,
                 warps_per_sm=programs * launch["num_warps"] / SMS, max_resident_warps=resident_warps)
@@ -402,9 +425,9 @@ def report(data: dict) -> str:
              "bound it is.", ""]
     if data.get("calibration"):
         lines += ["## Bound against the H200's measured times (best settings of the sweep)", "",
-                  f"The H200 timed the kernels of git {H200_REVISION}; 'then' is the bound computed from that "
-                  "revision's source, 'now' today's kernels at the same settings (not yet timed). Settings: "
-                  "results/triton_tune_h200.md.", "",
+                  f"The H200 timed the kernels of git {H200_REVISION} (compiled there by Triton 3.6); 'then' is the "
+                  "bound computed from that revision's source with the Triton named above, 'now' today's kernels at "
+                  "the same settings (not yet timed). Settings: results/triton_tune_h200.md.", "",
                   md(["shape (B, D, L, N, G)", "fwd measured us", "fwd bound then", "measured / bound",
                       "fwd bound now", "fwd+bwd measured us", "fwd+bwd bound then", "measured / bound",
                       "fwd+bwd bound now"]), "|---" * 9 + "|"]
@@ -432,15 +455,16 @@ def report(data: dict) -> str:
         lines.append("")
     lines += ["## Every kernel", "",
               md(["shape", "options", "dir", "kernel", "grid", "warps", "tiles", "regs", "local B", "warps/SM",
-                  "resident max", "instr/elt", "fma", "alu", "mufu", "ex2", "shfl", "lsu", "BAR/iter",
-                  "fences/iter", "spill ops/iter", "limiter", "bound us"]), "|---" * 23 + "|"]
+                  "resident max", "unroll", "instr/elt", "fma", "alu", "mufu", "ex2", "shfl", "lsu", "BAR/iter",
+                  "fences/iter", "spill ops/iter", "limiter", "bound us"]), "|---" * 24 + "|"]
     for a in data["analyses"]:
         for r in a["kernels"]:
             pe = r["per_element"]
             lines.append(md([tuple(a["shape"]), _describe(a["options"]), r["direction"][:3],
                              r["kernel"].strip("_").replace("_kernel", ""), r["grid"], r["num_warps"],
                              " ".join(f"{k[6:]}={v}" for k, v in r["constexprs"].items()), r["registers"],
-                             r["local_bytes"], f"{r['warps_per_sm']:.1f}", r["max_resident_warps"], pe["total"],
+                             r["local_bytes"], f"{r['warps_per_sm']:.1f}", r["max_resident_warps"], r["unroll"],
+                             pe["total"],
                              pe["fma"], pe["alu"], pe["mufu"], r["exp2_per_element"], pe["shfl"], pe["lsu"],
                              r["barriers_per_iteration"], r["fences_per_iteration"], r["spills_per_iteration"],
                              r["limiter"], f"{r['bound_us']:.1f}"]))
