@@ -161,8 +161,7 @@ def compile_launch(launch: dict, capability: int = 90, workdir: str | None = Non
     """Compiles one recorded launch as the JIT would on a GPU; returns its cubin, SASS and resource usage."""
     import triton
     from triton._C.libtriton import native_specialize_impl
-    from triton.backends.compiler import BaseBackend, GPUTarget
-    from triton.compiler import ASTSource
+    from triton.backends.compiler import BaseBackend
 
     kernel = getattr(launch["module"]._kernels(False), launch["kernel"])
     names = kernel.arg_names
@@ -181,9 +180,7 @@ def compile_launch(launch: dict, capability: int = 90, workdir: str | None = Non
         signature[name] = ty
         if key:
             attrs[(i,)] = BaseBackend.parse_attr(key)
-    source = ASTSource(kernel, signature, constexprs=constants, attrs=attrs)
-    compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                              options=dict(num_warps=launch["num_warps"]))
+    compiled = _triton.compile_cuda(kernel, signature, constants, attrs, capability, launch["num_warps"])
     tools = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         cubin = Path(tmp) / f"{launch['kernel']}.cubin"
@@ -233,9 +230,9 @@ def _opcode_counts(lines) -> collections.Counter:
     return counts
 
 
-def hot_loop_counts(sass: str) -> tuple[dict, int] | None:
+def hot_loop_counts(sass: str) -> tuple[dict, int, dict] | None:
     """Instruction counts of one iteration of the hot loop (the innermost loop with the most instructions), by
-    opcode (``MUFU.EX2`` kept apart), and the factor by which the compiler unrolled it.
+    opcode (``MUFU.EX2`` kept apart), the factor by which the compiler unrolled it, and the whole kernel's counts.
 
     An unrolled loop comes with a remainder loop that runs one iteration at a time; the unroll factor is the ratio
     of their exp2 counts (every kernel's iteration has exponentials), and the counts are divided by it. None when
@@ -252,7 +249,8 @@ def hot_loop_counts(sass: str) -> tuple[dict, int] | None:
     unroll = 1
     if hot["MUFU.EX2"] and exps and hot["MUFU.EX2"] % exps[0] == 0:
         unroll = hot["MUFU.EX2"] // exps[0]
-    return {k: v // unroll if v % unroll == 0 else v / unroll for k, v in hot.items()}, unroll
+    per_iteration = {k: v // unroll if v % unroll == 0 else v / unroll for k, v in hot.items()}
+    return per_iteration, unroll, _opcode_counts(lines)
 
 
 def pipe_counts(counts: dict) -> dict:
@@ -293,8 +291,7 @@ def bound(launch: dict, compiled: dict) -> dict:
     found = hot_loop_counts(compiled["sass"])
     if found is None:
         raise RuntimeError(f"triton_sass: no loop found in the SASS of {launch['kernel']}")
-    counts, unroll = found
-    whole = _opcode_counts(parse_sass(compiled["sass"]))
+    counts, unroll, whole = found
     pipes = pipe_counts(counts)
     trips, elements = loop_geometry(launch)
     threads = 32 * launch["num_warps"]
@@ -419,6 +416,9 @@ def report(data: dict) -> str:
              "kernel launch of one forward+backward (fp32 inputs; D, z, delta_bias, softplus) was compiled as "
              "Triton's JIT would compile it on a GPU and its hot loop read from the disassembly (method: the "
              "script's docstring).", "",
+             f"Host: {data['machine']['cpu']}, {data['machine']['usable_cores']} usable cores, "
+             f"{data['machine']['memory_gb']} GB RAM, {data['machine']['os']}, Python {data['machine']['python']}; "
+             "no GPU. The figures depend on the Triton version and the target, not on the host.", "",
              f"Bound = the busiest unit over the launch's loop iterations, on {SMS} SMs at {CLOCK_HZ / 1e9:.2f} GHz; "
              "instructions are per (step, state) element and per thread. A real kernel also waits on memory and on "
              "its serial chain, so it runs slower than its bound; how much slower is the measure of how latency-"

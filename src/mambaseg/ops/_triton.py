@@ -681,12 +681,9 @@ class _Launch:
         if self.T & (self.T - 1):
             raise ValueError(f"selective_scan_triton: chunk_length must be a power of two, got {self.T}")
         self.n_chunks = -(-self.length // self.T)
-        self.block_d = min(block_d, triton_next_power_of_2(self.P))
-        self.n_pblocks = -(-self.P // self.block_d)
-        self.bwd_block_d = min(block_d_backward, triton_next_power_of_2(self.P))
-        self.bwd_n_pblocks = -(-self.P // self.bwd_block_d)
-        self.carry_block_d = min(block_d_carry, triton_next_power_of_2(self.P))
-        self.carry_n_pblocks = -(-self.P // self.carry_block_d)
+        self.block_d, self.n_pblocks = self._channel_blocks(block_d)
+        self.bwd_block_d, self.bwd_n_pblocks = self._channel_blocks(block_d_backward)
+        self.carry_block_d, self.carry_n_pblocks = self._channel_blocks(block_d_carry)
         self.block_n = triton_next_power_of_2(self.n_state)
         # CARRY_ELEMENTS_PER_THREAD state elements per thread; at N = 16 and 32 channels: 1 warp
         self.num_warps_carry = num_warps_carry or max(1, min(8, self.carry_block_d * self.block_n
@@ -713,6 +710,12 @@ class _Launch:
         self.forward = forward
         self.block_t = min(block_t, max(16, triton_next_power_of_2(self.length)))
         self.num_warps, self.num_warps_backward = num_warps, num_warps_backward
+
+    def _channel_blocks(self, block_d: int) -> tuple[int, int]:
+        """``(channels per program, programs per B/C group)``: ``block_d`` capped at the group's channels rounded
+        up to a power of two."""
+        block = min(block_d, triton_next_power_of_2(self.P))
+        return block, -(-self.P // block)
 
     def grid(self, n_chunks: int, n_pblocks: Optional[int] = None) -> tuple[int, int, int]:
         return (self.batch, self.groups * (n_pblocks or self.n_pblocks), n_chunks)
@@ -881,10 +884,6 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
     if triton_mode() != "compile":
         raise RuntimeError(f"compile_for_gpu: needs triton imported in compiled mode, found {triton_mode()!r} "
                            "(unset TRITON_INTERPRET before the first import of triton)")
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
     k = _kernels(False)
     on = dict(HAS_D=True, HAS_Z=True, HAS_BIAS=True, SOFTPLUS=True)
     off = dict.fromkeys(on, False)
@@ -907,17 +906,17 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
         "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, **tiles)),
         "bwd_carry": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=False, HAS_Z=True, HAS_BIAS=True,
                                                                 SOFTPLUS=True, **tiles)),
+        # the carry pass's default launch at N = 16: 1 warp (every other variant: 4)
         "bwd_carry_default_tile": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=True, HAS_Z=True, HAS_BIAS=False,
-                                                                             SOFTPLUS=True, BLOCK_D=32, BLOCK_N=16)),
+                                                                             SOFTPLUS=True, BLOCK_D=32, BLOCK_N=16),
+                                   1),
         "bwd_fixed_C": (k._bwd_chunk_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=True, BLOCK_D=8, BLOCK_T=64,
                                                             **on)),
         "bwd_fixed_B_plain": (k._bwd_chunk_kernel, "fp32", dict(B_FIXED=True, C_FIXED=False, BLOCK_D=8, BLOCK_T=64,
                                                                 **off)),
     }
-    warps = {"bwd_carry_default_tile": 1}  # the carry pass's default launch at N = 16; the others at 4 warps
-    target = GPUTarget("cuda", capability, 32)
     compiled = {}
-    for name, (kernel, dtype, constexprs) in variants.items():
+    for name, (kernel, dtype, constexprs, *num_warps) in variants.items():
         jit_constexprs = {p.name for p in kernel.params if p.is_constexpr}
         if jit_constexprs != set(constexprs):  # what a launch on a GPU compiles as constant must be these
             raise RuntimeError(f"compile_for_gpu: {name}: the JIT sees constexpr parameters {sorted(jit_constexprs)}, "
@@ -926,6 +925,18 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
         signature = {n: "i32" for n in names}
         signature.update({n: f"*{'fp32' if n in _FP32_BUFFERS else dtype}" for n in names if n.endswith("_ptr")})
         signature.update(dict.fromkeys(constexprs, "constexpr"))
-        source = ASTSource(kernel, signature, constexprs={(names.index(n),): v for n, v in constexprs.items()})
-        compiled[name] = triton.compile(source, target=target, options=dict(num_warps=warps.get(name, 4)))
+        compiled[name] = compile_cuda(kernel, signature, {(names.index(n),): v for n, v in constexprs.items()}, {},
+                                      capability, num_warps[0] if num_warps else 4)
     return compiled
+
+
+def compile_cuda(kernel, signature: dict, constants: dict, attrs: dict, capability: int, num_warps: int):
+    """``kernel`` (a JIT-wrapped kernel of :func:`_kernels`) compiled for ``sm_<capability>`` without a GPU, with
+    Triton's ``ASTSource`` arguments: ``signature`` (name -> type), ``constants`` and ``attrs`` keyed by
+    ``(argument index,)``."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    source = ASTSource(kernel, signature, constexprs=constants, attrs=attrs)
+    return triton.compile(source, target=GPUTarget("cuda", capability, 32), options=dict(num_warps=num_warps))
