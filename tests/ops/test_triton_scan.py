@@ -102,6 +102,9 @@ CASES = {  # id -> (batch, dim, length, d_state, groups (None shared, 0 fixed), 
     "grouped_G2_D6_blocks2_masked": (1, 6, 21, 4, 2, 16, 2, {}),  # 3 channels per group in blocks of 2
     # the carry pass in its own tile: 6 channels per group in carry blocks of 4 (masked), gradient blocks of 2
     "grouped_G2_D12_carry_blocks_differ": (1, 12, 70, 4, 2, 16, 2, {"block_d_carry": 4}),
+    # software-pipelined loops: the same results (the interpreter runs the loops as written; the GPU test and the
+    # sm_90 compile check cover the pipelined code)
+    "pipelined_G2_D12_L70": (1, 12, 70, 4, 2, 16, 2, {"launch": {"num_stages": 2, "num_stages_serial": 3}}),
     "plain_no_D_z_bias_softplus": (1, 4, 20, 4, 1, 16, 16, {"drop": ("D", "z", "delta_bias"), "softplus": False}),
     "bias_without_softplus": (1, 4, 18, 4, None, 16, 16, {"drop": ("z",), "softplus": False}),
     "single_step": (1, 2, 1, 4, 1, None, 16, {}),
@@ -124,7 +127,7 @@ def test_matches_reference_output_state_and_all_gradients(case, forward, backwar
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         got = run(selective_scan_triton, inputs, softplus, chunk_length=chunk, block_d=block_d,
                   block_d_backward=block_d, block_d_carry=options.get("block_d_carry", block_d), forward=forward,
-                  block_t=16, backward=backward)
+                  block_t=16, backward=backward, **options.get("launch", {}))
     n_chunks = -(-length // (chunk or 16))
     assert max(saved) == max(max(t.numel() for t in inputs.values()), batch * dim * n_chunks * d_state)
     assert_matches(got, run(reference, inputs, softplus), what=case)
@@ -232,6 +235,9 @@ def test_availability_and_errors(monkeypatch):
     torch.testing.assert_close(out, reference(*(inputs[n] for n in NAMES[:5]), D=inputs["D"]), rtol=RTOL, atol=ATOL)
     with pytest.raises(ValueError, match="chunk_length must be a power of two"):
         selective_scan_triton(*(inputs[n] for n in NAMES[:5]), chunk_length=24)
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="num_stages_serial must be a positive int"):
+            selective_scan_triton(*(inputs[n] for n in NAMES[:5]), num_stages_serial=bad)
     with pytest.raises(ValueError, match="argument 'A'"):
         selective_scan_triton(*(inputs[n] for n in NAMES[:2]), inputs["A"][:1], inputs["B"], inputs["C"])
 
@@ -263,14 +269,16 @@ def test_interpreter_tests_in_a_subprocess():
 
 @pytest.mark.skipif(not torch.cuda.is_available() or INTERPRETED,
                     reason="needs a CUDA GPU and Triton in compiled mode (the compiled kernels, full grid)")
+@pytest.mark.parametrize("stages", [1, 3], ids=["stages1", "pipelined"])
 @pytest.mark.parametrize("forward, backward", [("two_pass", "chunk_parallel"), ("single_pass", "chunk_parallel"),
                                                ("single_pass", "single_pass")])
-def test_cuda_forward_backward_full_grid(monkeypatch, forward, backward):
+def test_cuda_forward_backward_full_grid(monkeypatch, forward, backward, stages):
     """Compiled kernels on the GPU, many programs per axis (batch, channel blocks, chunks) vs the reference; the
-    single pass in tiles of 128 steps, each holding two chunks of 64, the last tile running past L = 1000."""
+    single pass in tiles of 128 steps, each holding two chunks of 64, the last tile running past L = 1000; every
+    loop as written and software-pipelined (what the interpreter cannot check)."""
     monkeypatch.delenv("TRITON_INTERPRET")
     inputs = {n: t.cuda() for n, t in make_inputs(2, 64, 1000, 16, 4).items()}
     assert triton_available(inputs["u"])
     got = run(selective_scan_triton, inputs, chunk_length=64, block_d=8, forward=forward, block_t=128,
-              backward=backward)
-    assert_matches(got, run(reference, inputs), rtol=6e-4, atol=2e-3, what=f"cuda {forward} {backward}")
+              backward=backward, num_stages=stages, num_stages_serial=stages)
+    assert_matches(got, run(reference, inputs), rtol=6e-4, atol=2e-3, what=f"cuda {forward} {backward} {stages}")

@@ -90,6 +90,14 @@ CARRY_ELEMENTS_PER_THREAD = 16
 #: From this many channels (batch * dim) on, 2 warps per program (and single-pass tiles of 128 steps) were fastest;
 #: below it 4 warps (tiles of 256). Best or within 5 % of the best at every measured shape.
 MANY_CHANNELS = 384
+#: Software-pipelining depth (``tl.range(..., num_stages=)``) of the tile loops (the single-pass forward's and
+#: backward's, the gradient kernel's loop over states) and of the serial loops (the two-pass forward and the carry pass
+#: step by step, the chunk combine). At 1 (no pipelining, the code timed on the H200) every iteration waits for its own
+#: loads; above 1 the loads of the next iterations are issued (cp.async) while this one computes, which the serial
+#: loops need most: the chunk combine walks L / 64 chunks one after another (511 at the 3D shape), each behind a
+#: global-memory round trip. Not yet timed on a GPU: ``benchmarks/triton_tune.py`` sweeps both.
+DEFAULT_STAGES = 1
+DEFAULT_STAGES_SERIAL = 1
 _KERNELS = ("_fwd_chunk_kernel", "_fwd_single_pass_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel",
             "_bwd_chunk_kernel", "_bwd_single_pass_kernel")
 
@@ -132,7 +140,8 @@ def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
                       sbb, sbg, sbn, scb, scg, scn,
                       OUTPUT: tl.constexpr, B_FIXED: tl.constexpr, C_FIXED: tl.constexpr,
                       HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                      SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+                      SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                      STAGES: tl.constexpr):
     """Sequential scan of one chunk, state ``(BLOCK_D, BLOCK_N)`` in registers.
 
     ``OUTPUT=False``: from a zero state; writes the end state to ``state_ptr`` ``(B, D, nc, N)`` and the chunk's
@@ -167,7 +176,7 @@ def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
         dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
     t0 = pid_c * chunk_len
     t1 = tl.minimum(t0 + chunk_len, length)
-    for t in range(t0, t1):
+    for t in tl.range(t0, t1, num_stages=STAGES):
         dt = _step_size(tl.load(delta_ptr + row + t, mask=mask_d, other=0.0), bias, HAS_BIAS, SOFTPLUS)
         u = tl.load(u_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
         if B_FIXED:
@@ -203,7 +212,8 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                             last_ptr, dim, length, n_state, n_chunks, P, sbb, sbg, sbn, scb, scg, scn,
                             B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_D: tl.constexpr,
                             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                            BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr):
+                            BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, CHUNK: tl.constexpr,
+                            STAGES: tl.constexpr):
     """The whole sequence of one channel in one program: one pass, one ``exp`` per (step, state).
 
     The program walks L in tiles of ``BLOCK_T`` steps; in each tile the states of all ``N`` are formed at once as
@@ -230,7 +240,7 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
         Dv = tl.load(D_ptr + d).to(tl.float32)
     h = tl.zeros((BLOCK_N,), dtype=tl.float32)
     state_base = (pid_b * dim + d) * n_chunks
-    for t0 in range(0, length, BLOCK_T):
+    for t0 in tl.range(0, length, BLOCK_T, num_stages=STAGES):
         offs_t = t0 + steps
         mask_t = offs_t < length
         dt = _step_size(tl.load(delta_ptr + row + offs_t, mask=mask_t, other=0.0), bias, HAS_BIAS, SOFTPLUS)
@@ -268,7 +278,7 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
 
 def _chunk_combine_kernel(local_ptr, sumdelta_ptr, A_ptr, init_ptr, out_ptr, dim, n_state, n_chunks,
                           REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
-                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr):
     """Links chunks: ``s <- exp(A sum(delta)_c) s + local_c`` over c, writing the state entering each chunk.
 
     Forward (``REVERSE=False``): ``out[0] = 0``, ``out[c+1] = decay_c out[c] + local_c``. Reverse: ``out[nc-1] =
@@ -292,7 +302,7 @@ def _chunk_combine_kernel(local_ptr, sumdelta_ptr, A_ptr, init_ptr, out_ptr, dim
     else:
         c_first = 0
     tl.store(out_ptr + (base + c_first)[:, None] * n_state + offs_n[None, :], s, mask=mask_dn)
-    for i in range(0, n_chunks - 1):
+    for i in tl.range(0, n_chunks - 1, num_stages=STAGES):
         if REVERSE:
             c = n_chunks - 1 - i
             c_next = c - 1
@@ -309,7 +319,8 @@ def _chunk_combine_kernel(local_ptr, sumdelta_ptr, A_ptr, init_ptr, out_ptr, dim
 def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, local_ptr, sumdelta_ptr,
                             dim, length, n_state, n_chunks, chunk_len, P, n_pblocks, scb, scg, scn,
                             C_FIXED: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                            SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+                            SOFTPLUS: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+                            STAGES: tl.constexpr):
     """Reverse walk of chunk ``pid_c + 1`` from a zero adjoint.
 
     Writes ``a_{t0} g_{t0}`` (the adjoint it sends to the previous chunk's end state) to ``local_ptr``
@@ -335,7 +346,7 @@ def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, 
     dsum = tl.zeros((BLOCK_D,), dtype=tl.float32)
     t0 = chunk * chunk_len
     t1 = tl.minimum(t0 + chunk_len, length)
-    for i in range(0, t1 - t0):
+    for i in tl.range(0, t1 - t0, num_stages=STAGES):
         t = t1 - 1 - i
         dt = _step_size(tl.load(delta_ptr + row + t, mask=mask_d, other=0.0), bias, HAS_BIAS, SOFTPLUS)
         dy = tl.load(dout_ptr + row + t, mask=mask_d, other=0.0).to(tl.float32)
@@ -359,12 +370,15 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
                       dim, length, n_state, n_chunks, P, n_pblocks, sbb, sbg, sbn, scb, scg, scn,
                       B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_D: tl.constexpr,
                       HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                      BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr):
+                      BLOCK_D: tl.constexpr, BLOCK_T: tl.constexpr, STAGES: tl.constexpr):
     """All gradients of one chunk of ``BLOCK_T`` steps for ``BLOCK_D`` channels, looping over the states n.
 
     ``starts, carries: (B, D, nc, N)``: the state entering each chunk and the adjoint arriving at its end.
     ``du, ddelta, dz`` are written; ``dA, dB, dC, dD, dbias`` (fp32, zero-initialised) are accumulated with
     atomic adds (dB/dC already summed over the block's channels, which all belong to one group).
+    Tiles that only the epilogue needs (``u``, ``dout``, ``z``, the step size before softplus) are loaded again
+    there, not held in registers through the loop over states: at 8 x 64 and 2 warps that takes the kernel from 205
+    to 168 registers on sm_90, 12 resident warps per SM instead of 8 (``benchmarks/triton_sass.py``).
     """
     pid_b = tl.program_id(0)
     pid_gp = tl.program_id(1)
@@ -378,9 +392,8 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     mask_t = offs_t < length
     mask2 = mask_d[:, None] & mask_t[None, :]
     ptr2 = (pid_b * dim * length + d * length)[:, None] + offs_t[None, :]
-    u = tl.load(u_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
     bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32)[:, None] if HAS_BIAS else 0.0
-    dt_pre = _step_size(tl.load(delta_ptr + ptr2, mask=mask2, other=0.0), bias, HAS_BIAS, False)  # kept for softplus'
+    dt_pre = _step_size(tl.load(delta_ptr + ptr2, mask=mask2, other=0.0), bias, HAS_BIAS, False)
     # The adjoint runs backwards in time: its scan reads the chunk in reversed order (index i <-> step
     # BLOCK_T - 1 - i) and its result is flipped back (a forward scan plus tl.flip, not associative_scan's
     # reverse=True, reported wrong on GPUs for non-commutative combines: triton-lang/triton#4362).
@@ -390,24 +403,22 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     # delta one step later (the reverse scan's coefficient); 0 (decay 1) past the end of the chunk or sequence
     mask_next = mask_d[:, None] & ((offs_r + 1) < length)[None, :] & (steps > 0)[None, :]
     dt = tl.where(mask2, _step_size(dt_pre, 0.0, False, SOFTPLUS), 0.0)
+    dtu = dt * tl.load(u_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
     dt_next = _step_size(tl.load(delta_ptr + ptr_r + 1, mask=mask_next, other=0.0), bias, HAS_BIAS, SOFTPLUS)
     dt_next = tl.where(mask_next, dt_next, 0.0)
-    dout = tl.load(dout_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+    dy = tl.load(dout_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
     dy_r = tl.load(dout_ptr + ptr_r, mask=mask_r, other=0.0).to(tl.float32)
     if HAS_Z:
         zz = tl.load(z_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
-        sig_z = tl.sigmoid(zz)
-        dy = dout * zz * sig_z
+        dy = dy * zz * tl.sigmoid(zz)
         z_r = tl.load(z_ptr + ptr_r, mask=mask_r, other=0.0).to(tl.float32)
         dy_r = dy_r * z_r * tl.sigmoid(z_r)
-    else:
-        dy = dout
     is_first = (steps == 0)[None, :]  # first step of the chunk; in reversed order: its last step
     y_acc = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
     gB_acc = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
     ddt_acc = tl.zeros((BLOCK_D, BLOCK_T), dtype=tl.float32)
     state_row = ((pid_b * dim + d) * n_chunks + pid_c) * n_state
-    for n in range(0, n_state):
+    for n in tl.range(0, n_state, num_stages=STAGES):
         A_n = tl.load(A_ptr + d * n_state + n, mask=mask_d, other=0.0).to(tl.float32)
         A2 = (A_n * 1.4426950408889634)[:, None]
         a = tl.exp2(dt * A2)
@@ -425,7 +436,7 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
                          other=0.0).to(tl.float32)[None, :]
             Cn_r = tl.load(C_ptr + pid_b * scb + grp * scg + n * scn + offs_r, mask=offs_r < length,
                            other=0.0).to(tl.float32)[None, :]
-        x = dt * u * Bn
+        x = dtu * Bn
         h_start = tl.load(starts_ptr + state_row + n, mask=mask_d, other=0.0)
         _, h = tl.associative_scan((a, x + tl.where(is_first, a * h_start[:, None], 0.0)), 1,
                                    _affine_combine)
@@ -444,10 +455,11 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
             _add_relaxed(dC_ptr + pid_b * scb + grp * scg + n * scn + offs_t, tl.sum(dy * h, axis=0),
                           mask=mask_t)
         if B_FIXED:
-            _add_relaxed(dB_ptr + d * n_state + n, tl.sum(g * dt * u, axis=1), mask=mask_d)
+            _add_relaxed(dB_ptr + d * n_state + n, tl.sum(g * dtu, axis=1), mask=mask_d)
         else:
-            _add_relaxed(dB_ptr + pid_b * sbb + grp * sbg + n * sbn + offs_t, tl.sum(g * dt * u, axis=0),
+            _add_relaxed(dB_ptr + pid_b * sbb + grp * sbg + n * sbn + offs_t, tl.sum(g * dtu, axis=0),
                           mask=mask_t)
+    u = tl.load(u_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
     du = dt * gB_acc
     y_pre = y_acc
     if HAS_D:
@@ -456,11 +468,14 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
         du = du + dy * Dv
         _add_relaxed(dD_ptr + d, tl.sum(dy * u, axis=1), mask=mask_d)
     if HAS_Z:
+        dout = tl.load(dout_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+        zz = tl.load(z_ptr + ptr2, mask=mask2, other=0.0).to(tl.float32)
+        sig_z = tl.sigmoid(zz)
         dz = dout * y_pre * sig_z * (1.0 + zz * (1.0 - sig_z))
         tl.store(dz_ptr + ptr2, dz, mask=mask2)
     ddt = ddt_acc + u * gB_acc
-    if SOFTPLUS:
-        ddt = ddt * tl.sigmoid(dt_pre)
+    if SOFTPLUS:  # softplus' = the sigmoid of the step size before it
+        ddt = ddt * tl.sigmoid(_step_size(tl.load(delta_ptr + ptr2, mask=mask2, other=0.0), bias, HAS_BIAS, False))
     ddt = tl.where(mask2, ddt, 0.0)
     tl.store(du_ptr + ptr2, du, mask=mask2)
     tl.store(ddelta_ptr + ptr2, ddt, mask=mask2)
@@ -473,7 +488,8 @@ def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                             dim, length, n_state, n_chunks, P, sbb, sbg, sbn, scb, scg, scn,
                             B_FIXED: tl.constexpr, C_FIXED: tl.constexpr, HAS_D: tl.constexpr,
                             HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                            HAS_DLAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr):
+                            HAS_DLAST: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+                            STAGES: tl.constexpr):
     """All gradients of one channel in one program, walking its chunks from the last to the first.
 
     The backward counterpart of ``_fwd_single_pass_kernel`` (the layout of mamba_ssm's CUDA backward: one block per
@@ -507,7 +523,7 @@ def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     dA_acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
     dD_acc = tl.sum(tl.zeros((BLOCK_T,), dtype=tl.float32), axis=0)
     dbias_acc = tl.sum(tl.zeros((BLOCK_T,), dtype=tl.float32), axis=0)
-    for i in range(0, n_chunks):
+    for i in tl.range(0, n_chunks, num_stages=STAGES):
         chunk = n_chunks - 1 - i
         offs_t = chunk * BLOCK_T + steps
         mask_t = offs_t < length
@@ -670,7 +686,7 @@ class _Launch:
 
     def __init__(self, u, A, B, C, D, z, delta_bias, softplus, chunk_length, block_d, block_d_backward, forward,
                  block_t, num_warps, num_warps_backward, backward="chunk_parallel", block_d_carry=32,
-                 num_warps_carry=None):
+                 num_warps_carry=None, num_stages=None, num_stages_serial=None):
         batch, self.dim, self.length = u.shape
         self.batch, self.n_state = batch, A.shape[1]
         self.B_fixed, g_b, *self.b_strides = _bc_layout(B)
@@ -710,6 +726,13 @@ class _Launch:
         self.forward = forward
         self.block_t = min(block_t, max(16, triton_next_power_of_2(self.length)))
         self.num_warps, self.num_warps_backward = num_warps, num_warps_backward
+        for name, stages in (("num_stages", num_stages), ("num_stages_serial", num_stages_serial)):
+            if stages is not None and (not isinstance(stages, int) or stages < 1):
+                raise ValueError(f"selective_scan_triton: {name} must be a positive int, got {stages!r}")
+        # software-pipelining depth: tile loops (single-pass forward and backward, the gradient kernel's loop over
+        # states) and serial loops (the two-pass forward and the carry pass step by step, the chunk combine)
+        self.stages = num_stages or DEFAULT_STAGES
+        self.stages_serial = num_stages_serial or DEFAULT_STAGES_SERIAL
 
     def _channel_blocks(self, block_d: int) -> tuple[int, int]:
         """``(channels per program, programs per B/C group)``: ``block_d`` capped at the group's channels rounded
@@ -725,7 +748,8 @@ class _Launch:
         block_d = min(16, triton_next_power_of_2(self.dim))
         self.kernels._chunk_combine_kernel[(self.batch, -(-self.dim // block_d))](
             local, sumdelta, A, init if init is not None else local, out, self.dim, self.n_state, self.n_chunks,
-            REVERSE=reverse, HAS_INIT=init is not None, BLOCK_D=block_d, BLOCK_N=self.block_n)
+            REVERSE=reverse, HAS_INIT=init is not None, BLOCK_D=block_d, BLOCK_N=self.block_n,
+            STAGES=self.stages_serial)
         return out
 
 
@@ -749,14 +773,14 @@ class _TritonScanFn(torch.autograd.Function):
             k._fwd_single_pass_kernel[(launch.batch, launch.dim)](
                 *args, out, states, last, launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.P,
                 *launch.b_strides, *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed,
-                BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, CHUNK=launch.T, num_warps=launch.num_warps,
-                **launch.flags)
+                BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, CHUNK=launch.T, STAGES=launch.stages,
+                num_warps=launch.num_warps, **launch.flags)
         else:
             sumdelta = torch.empty(launch.batch, launch.dim, launch.n_chunks, **f32)
             common = (launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.T, launch.P,
                       launch.n_pblocks, *launch.b_strides, *launch.c_strides)
             consts = dict(B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, BLOCK_D=launch.block_d,
-                          BLOCK_N=launch.block_n, **launch.flags)
+                          BLOCK_N=launch.block_n, STAGES=launch.stages_serial, **launch.flags)
             if launch.n_chunks > 1:  # pass 1: end states of every chunk but the last, from zero; combine: starts
                 k._fwd_chunk_kernel[launch.grid(launch.n_chunks - 1)](*args, out, states, sumdelta, last, *common,
                                                                       OUTPUT=False, num_warps=launch.num_warps,
@@ -787,7 +811,8 @@ class _TritonScanFn(torch.autograd.Function):
                 u, delta, A, B, C, Dp, zp, biasp, dout, starts, dlast if dlast is not None else starts, *grads,
                 launch.dim, launch.length, launch.n_state, launch.n_chunks, launch.P, *launch.b_strides,
                 *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, HAS_DLAST=dlast is not None,
-                BLOCK_N=launch.block_n, BLOCK_T=launch.T, num_warps=launch.num_warps_backward, **launch.flags)
+                BLOCK_N=launch.block_n, BLOCK_T=launch.T, STAGES=launch.stages, num_warps=launch.num_warps_backward,
+                **launch.flags)
         else:
             if launch.n_chunks > 1:
                 local = torch.empty_like(starts)  # chunk 0 sends nothing: its slot stays unused
@@ -797,7 +822,7 @@ class _TritonScanFn(torch.autograd.Function):
                     launch.n_chunks, launch.T, launch.P, launch.carry_n_pblocks, *launch.c_strides,
                     C_FIXED=launch.C_fixed, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
                     SOFTPLUS=launch.flags["SOFTPLUS"], BLOCK_D=launch.carry_block_d, BLOCK_N=launch.block_n,
-                    num_warps=launch.num_warps_carry)
+                    STAGES=launch.stages_serial, num_warps=launch.num_warps_carry)
                 carries = launch.combine(local, sumdelta, A, dlast, reverse=True)
             else:
                 carries = dlast[:, :, None] if dlast is not None else torch.zeros_like(starts)
@@ -805,7 +830,7 @@ class _TritonScanFn(torch.autograd.Function):
                 u, delta, A, B, C, Dp, zp, biasp, dout, starts, carries.contiguous(), *grads, launch.dim,
                 launch.length, launch.n_state, launch.n_chunks, launch.P, launch.bwd_n_pblocks, *launch.b_strides,
                 *launch.c_strides, B_FIXED=launch.B_fixed, C_FIXED=launch.C_fixed, BLOCK_D=launch.bwd_block_d,
-                BLOCK_T=launch.T, num_warps=launch.num_warps_backward, **launch.flags)
+                BLOCK_T=launch.T, STAGES=launch.stages, num_warps=launch.num_warps_backward, **launch.flags)
         return (du, ddelta, dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
                 dD.to(D.dtype) if D is not None else None, dz,
                 dbias.to(delta_bias.dtype) if delta_bias is not None else None, None, None)
@@ -818,7 +843,8 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
                           block_d_backward: int = 8, forward: str = "auto", block_t: Optional[int] = None,
                           num_warps: Optional[int] = None, num_warps_backward: Optional[int] = None,
                           backward: str = "chunk_parallel", block_d_carry: int = 32,
-                          num_warps_carry: Optional[int] = None):
+                          num_warps_carry: Optional[int] = None, num_stages: Optional[int] = None,
+                          num_stages_serial: Optional[int] = None):
     """Fused selective scan (arguments and shapes as :func:`mambaseg.ops.selective_scan`).
 
     Args:
@@ -844,6 +870,10 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
             are shared (1 warp at N = 16, 4 at N = 64): compiled for sm_90 at N = 16 that is 9.6 instructions per
             (step, state) against 59.5 for the earlier 16 x 4 warps (``benchmarks/triton_sass.py``,
             results/triton_sass_sm90.md); not yet timed on a GPU.
+        num_stages, num_stages_serial: software-pipelining depth of the tile loops (single-pass forward and
+            backward, the gradient kernel's loop over states) and of the serial loops (two-pass forward and carry
+            pass, step by step; the chunk combine); default ``DEFAULT_STAGES`` and ``DEFAULT_STAGES_SERIAL`` (1: no
+            pipelining). Not yet timed on a GPU.
         The defaults are the fastest settings of an H200 sweep (``benchmarks/triton_tune.py``), except the carry
         pass's, chosen by the static cost model.
 
@@ -858,7 +888,8 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
     tensors = [t.contiguous() if t is not None else None for t in (u, delta, A, B, C, D, z, delta_bias)]
     options = dict(chunk_length=chunk_length, block_d=block_d, block_d_backward=block_d_backward, forward=forward,
                    block_t=block_t, num_warps=num_warps, num_warps_backward=num_warps_backward, backward=backward,
-                   block_d_carry=block_d_carry, num_warps_carry=num_warps_carry)
+                   block_d_carry=block_d_carry, num_warps_carry=num_warps_carry, num_stages=num_stages,
+                   num_stages_serial=num_stages_serial)
     out, last = _TritonScanFn.apply(*tensors, bool(delta_softplus), options)
     return (out, last) if return_last_state else out
 
@@ -871,7 +902,8 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
     """Compiles every kernel, in flag combinations that cover each code path, to a cubin for ``sm_<capability>``.
 
     Needs no GPU (Triton ships its compiler and ptxas), only Triton in compiled mode; a CI check that the kernels
-    build for real hardware, which the interpreter cannot tell (loop-carried types, constexpr branches, atomics).
+    build for real hardware, which the interpreter cannot tell (loop-carried types, constexpr branches, atomics,
+    software-pipelined loops: about half the variants set ``STAGES`` above 1).
 
     Args:
         capability: CUDA compute capability times ten (90: H100).
@@ -890,30 +922,31 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
     tiles = dict(BLOCK_D=16, BLOCK_N=16)
     variants = {
         "fwd_output_fixed_B": (k._fwd_chunk_kernel, io_dtype, dict(OUTPUT=True, B_FIXED=True, C_FIXED=False,
-                                                                   **tiles, **on)),
+                                                                   STAGES=3, **tiles, **on)),
         "fwd_states_fixed_C": (k._fwd_chunk_kernel, "fp32", dict(OUTPUT=False, B_FIXED=False, C_FIXED=True,
-                                                                 **tiles, **off)),
+                                                                 STAGES=1, **tiles, **off)),
         "fwd_single_pass": (k._fwd_single_pass_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=False, BLOCK_N=16,
-                                                                     BLOCK_T=128, CHUNK=64, **on)),
+                                                                     BLOCK_T=128, CHUNK=64, STAGES=2, **on)),
         "fwd_single_pass_fixed": (k._fwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True, BLOCK_N=16,
-                                                                          BLOCK_T=128, CHUNK=256, **off)),
+                                                                          BLOCK_T=128, CHUNK=256, STAGES=1, **off)),
         "bwd_single_pass": (k._bwd_single_pass_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=False,
-                                                                     HAS_DLAST=True, BLOCK_N=16, BLOCK_T=64, **on)),
+                                                                     HAS_DLAST=True, BLOCK_N=16, BLOCK_T=64, STAGES=2,
+                                                                     **on)),
         "bwd_single_pass_fixed": (k._bwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True,
                                                                           HAS_DLAST=False, BLOCK_N=16, BLOCK_T=64,
-                                                                          **off)),
-        "combine_reverse": (k._chunk_combine_kernel, "fp32", dict(REVERSE=True, HAS_INIT=True, **tiles)),
-        "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, **tiles)),
+                                                                          STAGES=1, **off)),
+        "combine_reverse": (k._chunk_combine_kernel, "fp32", dict(REVERSE=True, HAS_INIT=True, STAGES=4, **tiles)),
+        "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, STAGES=1, **tiles)),
         "bwd_carry": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=False, HAS_Z=True, HAS_BIAS=True,
-                                                                SOFTPLUS=True, **tiles)),
+                                                                SOFTPLUS=True, STAGES=3, **tiles)),
         # the carry pass's default launch at N = 16: 1 warp (every other variant: 4)
         "bwd_carry_default_tile": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=True, HAS_Z=True, HAS_BIAS=False,
-                                                                             SOFTPLUS=True, BLOCK_D=32, BLOCK_N=16),
-                                   1),
+                                                                             SOFTPLUS=True, BLOCK_D=32, BLOCK_N=16,
+                                                                             STAGES=1), 1),
         "bwd_fixed_C": (k._bwd_chunk_kernel, io_dtype, dict(B_FIXED=False, C_FIXED=True, BLOCK_D=8, BLOCK_T=64,
-                                                            **on)),
+                                                            STAGES=2, **on)),
         "bwd_fixed_B_plain": (k._bwd_chunk_kernel, "fp32", dict(B_FIXED=True, C_FIXED=False, BLOCK_D=8, BLOCK_T=64,
-                                                                **off)),
+                                                                STAGES=1, **off)),
     }
     compiled = {}
     for name, (kernel, dtype, constexprs, *num_warps) in variants.items():
