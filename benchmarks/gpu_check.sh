@@ -48,10 +48,10 @@ if ls .whl/mamba_ssm-*.tar.gz >/dev/null 2>&1; then
       --jobs 10 > "$W/mamba_ssm_build.log" 2>&1; echo $? > $MSS.rc) &
 fi
 # 1. correctness on the GPU: the M1 grid for chunked and triton on CUDA, and the Triton file's own GPU tests
-part 90 tests python3 -m pytest -q -p no:cacheprovider tests/ops/test_selective_scan.py tests/ops/test_triton_scan.py \
+part 120 tests python3 -m pytest -q -p no:cacheprovider tests/ops/test_selective_scan.py tests/ops/test_triton_scan.py \
     -k "cuda" >> "$W/tests.log" 2>&1
 # 2. 3D growth on the GPU: SegMamba and the U-Net from 1x4x64^3 to 1x4x128^3 (the bar of issue #6)
-part 110 models3d python3 benchmarks/models3d.py --devices cuda --models segmamba,unet \
+part 90 models3d python3 benchmarks/models3d.py --devices cuda --models segmamba,unet \
     --sizes 1x4x64x64x64,1x4x128x128x128 --reps 3 --timeout 40 --out "$W"
 # mamba_ssm joins the scan benchmarks if its build is done (waiting at most 20 s more)
 for _ in $(seq 20); do [ -f $MSS.rc ] && break; sleep 1; done
@@ -59,9 +59,11 @@ if [ "$(cat $MSS.rc 2>/dev/null)" = 0 ]; then export PYTHONPATH="$PYTHONPATH:$MS
 echo "== mamba_ssm build: $(cat $MSS.rc 2>/dev/null || echo 'not finished')" | tee -a "$W/tests.log"
 # 3. the Triton settings sweep and issue #7's bar on device time (CUDA graphs), with chunked and mamba_ssm beside;
 #    per-kernel device times of the defaults (profile_us_per_call in the json) test what triton_sass.py predicts:
-#    relaxed gradient atomics, the carry pass at 32 x 1 warp (the sweep also runs the old 16 x 4 warps), and
-#    two-pass forwards with 16 state elements per thread
-part 150 tune python3 benchmarks/triton_tune.py --out "$W"
+#    relaxed gradient atomics, the carry pass at 32 x 1 warp (the sweep also runs the old 16 x 4 warps), two-pass
+#    forwards with 16 state elements per thread, and software-pipelined loops (num_stages, num_stages_serial: the
+#    round-trip floor of triton_sass.py says the serial loops wait on memory; the tests above check them for
+#    correctness first)
+part 180 tune python3 benchmarks/triton_tune.py --out "$W"
 # 4. end-to-end training throughput, batch 24, 224x224, bf16 autocast (chunked at batch 24 takes minutes: left out)
 part 70 throughput python3 benchmarks/train_throughput.py --backends triton,mamba_ssm --warmup 2 --steps 5 \
     --repeats 3 --out "$W"

@@ -20,9 +20,14 @@ How:
      64, exp2/log2/rcp (MUFU) 16, conversions 16, warp shuffles 32, load/store units 32. Summed over the kernels'
      trips of that loop and spread over all SMs at the boost clock.
 
-What it cannot see: memory latency, dependency stalls and occupancy limits. A kernel whose measured time is far above
-its bound is latency bound (too few warps per SM, or a serial chain per step); one near it is throughput bound on
-the unit named. The report puts the bound beside the forward times measured on an H200
+  5. Adds a second floor, for latency: a program's loop iterations run one after another, and an iteration whose loads
+     are not software-pipelined (no ``LDGSTS`` async copies in the loop) waits for at least one global-memory round
+     trip (``ROUND_TRIP_CLOCKS``, an assumed figure); pipelined ``STAGES`` deep, the loads are issued ``STAGES - 1``
+     iterations ahead. Programs beyond what fits on the SMs at once run in later waves.
+
+What it cannot see: dependency stalls inside an iteration, and how much of the round trips other warps hide. A kernel
+whose measured time is far above both floors is latency bound within its iterations (too few warps per SM for its
+serial chain of shuffles, barriers and exponentials); one near the throughput floor is bound by the unit named. The report puts the bound beside the forward times measured on an H200
 (``results/triton_tune_h200.md``), computed from the source of the revision those times measured (``git show``;
 ``--no-calibrate`` skips it, e.g. in a shallow clone).
 
@@ -65,6 +70,10 @@ from mambaseg.ops import _triton  # noqa: E402
 SMS = 132
 CLOCK_HZ = 1.98e9
 ISSUE_PER_CLOCK = 4  # warp instructions per clock per SM (4 schedulers)
+#: Clocks of one global-memory round trip (load issued to data in registers), an assumed round figure for Hopper
+#: (DRAM; an L2 hit takes about half): with it the round-trip floor alone accounts for 84 % of the H200's measured
+#: two-pass forward at the 3D shape (results/triton_sass_sm90.md).
+ROUND_TRIP_CLOCKS = 500
 #: Lanes per clock per SM of each unit (compute capability 9.0) and the SASS opcodes it runs.
 PIPES = {
     "fma": (128, {"FFMA", "FMUL", "FADD", "HFMA2", "HMUL2", "HADD2"}),
@@ -308,8 +317,15 @@ def bound(launch: dict, compiled: dict) -> dict:
         / SMS / CLOCK_HZ
     # resident programs per SM: 64K registers allocated per warp in units of 256, at most 64 warps and 32 programs
     warp_registers = -(-max(1, compiled["registers"]) * 32 // 256) * 256
-    resident_warps = launch["num_warps"] * min(32, 65536 // (warp_registers * launch["num_warps"]),
-                                               64 // launch["num_warps"])
+    resident_programs = min(32, 65536 // (warp_registers * launch["num_warps"]), 64 // launch["num_warps"])
+    resident_warps = launch["num_warps"] * resident_programs
+    # latency floor: the iterations of a program in sequence, each behind a global-memory round trip unless its
+    # loads are software-pipelined (async copies issued STAGES - 1 iterations ahead)
+    async_copies = counts.get("LDGSTS", 0)
+    loads = counts.get("LDG", 0) + async_copies
+    stages = launch["constexprs"].get("STAGES", 1) if async_copies else 1
+    waves = math.ceil(programs / (max(1, resident_programs) * SMS))
+    round_trip_us = (waves * trips * ROUND_TRIP_CLOCKS / max(1, stages - 1) / CLOCK_HZ * 1e6) if loads else 0.0
     return dict(kernel=launch["kernel"], grid=launch["grid"], num_warps=launch["num_warps"],
                 constexprs={k: v for k, v in launch["constexprs"].items() if k.startswith("BLOCK")},
                 registers=compiled["registers"], local_bytes=compiled["local_bytes"] + compiled["stack_bytes"],
@@ -320,7 +336,8 @@ def bound(launch: dict, compiled: dict) -> dict:
                 fences_per_iteration=counts.get("MEMBAR", 0) + counts.get("CCTL", 0),
                 fences_in_kernel=whole.get("MEMBAR", 0) + whole.get("CCTL", 0),
                 spills_per_iteration=counts.get("STL", 0) + counts.get("LDL", 0),
-                limiter=limiter, bound_us=seconds * 1e6,
+                limiter=limiter, bound_us=seconds * 1e6, async_copies_per_iteration=async_copies, waves=waves,
+                round_trip_us=round_trip_us, floor_us=max(seconds * 1e6, round_trip_us),
                 warps_per_sm=programs * launch["num_warps"] / SMS, max_resident_warps=resident_warps)
 
 
@@ -333,8 +350,9 @@ def analyse(shape, capability=90, dtype=torch.float32, module=_triton, **options
         row["direction"] = "forward" if i < _forward_count(launches) else "backward"
         rows.append(row)
     total = {d: sum(r["bound_us"] for r in rows if r["direction"] == d) for d in ("forward", "backward")}
+    floor = {d: sum(r["floor_us"] for r in rows if r["direction"] == d) for d in ("forward", "backward")}
     return dict(shape=list(shape), options=options, dtype=str(dtype).replace("torch.", ""), kernels=rows,
-                bound_us=total)
+                bound_us=total, floor_us=floor)
 
 
 def _forward_count(launches) -> int:
@@ -387,10 +405,10 @@ def bar_budget(shape, forward_instr_per_element: float) -> dict:
 
 
 #: The variants compared per shape: the defaults, the single-pass backward, the carry pass as it was launched
-#: before 2026-12-05 (16 channels, 4 warps: 2 state elements per thread), and a two-pass forward with 16 state
-#: elements per thread (32 channels, 1 warp).
+#: before 2026-12-05 (16 channels, 4 warps: 2 state elements per thread), a two-pass forward with 16 state
+#: elements per thread (32 channels, 1 warp), and every loop software-pipelined.
 VARIANTS = (dict(), dict(backward="single_pass"), dict(block_d_carry=16, num_warps_carry=4),
-            dict(forward="two_pass", block_d=32, num_warps=1))
+            dict(forward="two_pass", block_d=32, num_warps=1), dict(num_stages=2, num_stages_serial=4))
 
 
 def calibrate(shape, capability) -> dict:
@@ -401,10 +419,11 @@ def calibrate(shape, capability) -> dict:
     row = dict(shape=list(shape), forward_settings=_describe(fwd_settings),
                fwdbwd_settings=_describe(both_settings), measured_forward_us=fwd_us, measured_fwdbwd_us=both_us)
     for when, module in (("then", then_module), ("now", _triton)):
-        fwd = analyse(shape, capability, module=module, **fwd_settings)["bound_us"]
-        both = analyse(shape, capability, module=module, **both_settings)["bound_us"]
-        row[f"bound_forward_{when}_us"] = fwd["forward"]
-        row[f"bound_fwdbwd_{when}_us"] = both["forward"] + both["backward"]
+        fwd = analyse(shape, capability, module=module, **fwd_settings)
+        both = analyse(shape, capability, module=module, **both_settings)
+        for kind in ("bound", "floor"):
+            row[f"{kind}_forward_{when}_us"] = fwd[f"{kind}_us"]["forward"]
+            row[f"{kind}_fwdbwd_{when}_us"] = both[f"{kind}_us"]["forward"] + both[f"{kind}_us"]["backward"]
     return row
 
 
@@ -420,23 +439,26 @@ def report(data: dict) -> str:
              f"{data['machine']['memory_gb']} GB RAM, {data['machine']['os']}, Python {data['machine']['python']}; "
              "no GPU. The figures depend on the Triton version and the target, not on the host.", "",
              f"Bound = the busiest unit over the launch's loop iterations, on {SMS} SMs at {CLOCK_HZ / 1e9:.2f} GHz; "
-             "instructions are per (step, state) element and per thread. A real kernel also waits on memory and on "
-             "its serial chain, so it runs slower than its bound; how much slower is the measure of how latency-"
-             "bound it is.", ""]
+             "instructions are per (step, state) element and per thread. Round trips = the loop's iterations in "
+             f"sequence, each behind one global-memory round trip ({ROUND_TRIP_CLOCKS} clocks, assumed) unless its "
+             "loads are software-pipelined (async copies in the loop); floor = the larger of the two. A real kernel "
+             "also waits inside its iterations (shuffles, barriers, exponentials in a chain), so it runs slower than "
+             "its floor; how much slower is the measure of how latency-bound it is.", ""]
     if data.get("calibration"):
         lines += ["## Bound against the H200's measured times (best settings of the sweep)", "",
                   f"The H200 timed the kernels of git {H200_REVISION} (compiled there by Triton 3.6); 'then' is the "
                   "bound computed from that revision's source with the Triton named above, 'now' today's kernels at "
                   "the same settings (not yet timed). Settings: results/triton_tune_h200.md.", "",
-                  md(["shape (B, D, L, N, G)", "fwd measured us", "fwd bound then", "measured / bound",
-                      "fwd bound now", "fwd+bwd measured us", "fwd+bwd bound then", "measured / bound",
-                      "fwd+bwd bound now"]), "|---" * 9 + "|"]
+                  md(["shape (B, D, L, N, G)", "fwd measured us", "fwd bound then", "fwd floor then",
+                      "measured / floor", "fwd bound now", "fwd+bwd measured us", "fwd+bwd bound then",
+                      "fwd+bwd floor then", "measured / floor", "fwd+bwd bound now"]), "|---" * 11 + "|"]
         for c in data["calibration"]:
             lines.append(md([tuple(c["shape"]), c["measured_forward_us"], f"{c['bound_forward_then_us']:.1f}",
-                             f"{c['measured_forward_us'] / c['bound_forward_then_us']:.1f}x",
+                             f"{c['floor_forward_then_us']:.1f}",
+                             f"{c['measured_forward_us'] / c['floor_forward_then_us']:.1f}x",
                              f"{c['bound_forward_now_us']:.1f}", c["measured_fwdbwd_us"],
-                             f"{c['bound_fwdbwd_then_us']:.1f}",
-                             f"{c['measured_fwdbwd_us'] / c['bound_fwdbwd_then_us']:.1f}x",
+                             f"{c['bound_fwdbwd_then_us']:.1f}", f"{c['floor_fwdbwd_then_us']:.1f}",
+                             f"{c['measured_fwdbwd_us'] / c['floor_fwdbwd_then_us']:.1f}x",
                              f"{c['bound_fwdbwd_now_us']:.1f}"]))
         lines.append("")
     if data.get("budget"):
@@ -456,7 +478,8 @@ def report(data: dict) -> str:
     lines += ["## Every kernel", "",
               md(["shape", "options", "dir", "kernel", "grid", "warps", "tiles", "regs", "local B", "warps/SM",
                   "resident max", "unroll", "instr/elt", "fma", "alu", "mufu", "ex2", "shfl", "lsu", "BAR/iter",
-                  "fences/iter", "spill ops/iter", "limiter", "bound us"]), "|---" * 24 + "|"]
+                  "fences/iter", "spill ops/iter", "async copies/iter", "limiter", "bound us", "waves",
+                  "round trips us", "floor us"]), "|---" * 28 + "|"]
     for a in data["analyses"]:
         for r in a["kernels"]:
             pe = r["per_element"]
@@ -467,11 +490,14 @@ def report(data: dict) -> str:
                              pe["total"],
                              pe["fma"], pe["alu"], pe["mufu"], r["exp2_per_element"], pe["shfl"], pe["lsu"],
                              r["barriers_per_iteration"], r["fences_per_iteration"], r["spills_per_iteration"],
-                             r["limiter"], f"{r['bound_us']:.1f}"]))
-    lines += ["", "## Totals (bound, us)", "", md(["shape", "options", "forward", "backward"]), "|---" * 4 + "|"]
+                             r["async_copies_per_iteration"], r["limiter"], f"{r['bound_us']:.1f}", r["waves"],
+                             f"{r['round_trip_us']:.1f}", f"{r['floor_us']:.1f}"]))
+    lines += ["", "## Totals (us)", "", md(["shape", "options", "forward bound", "backward bound", "forward floor",
+                                            "backward floor"]), "|---" * 6 + "|"]
     for a in data["analyses"]:
         lines.append(md([tuple(a["shape"]), _describe(a["options"]), f"{a['bound_us']['forward']:.1f}",
-                         f"{a['bound_us']['backward']:.1f}"]))
+                         f"{a['bound_us']['backward']:.1f}", f"{a['floor_us']['forward']:.1f}",
+                         f"{a['floor_us']['backward']:.1f}"]))
     return "\n".join(lines) + "\n"
 
 

@@ -61,9 +61,15 @@ TWO_PASS = ([dict(forward="two_pass", block_d=bd, chunk_length=t, num_warps=2)
             # 16 state elements per thread: a third of the instructions per (step, state) of 16 x 2 warps in the static
             # cost model (benchmarks/triton_sass.py), never timed
             + [dict(forward="two_pass", block_d=32, chunk_length=128, num_warps=1),
-               dict(forward="two_pass", block_d=64, chunk_length=128, num_warps=2)])
-SINGLE_PASS = [dict(forward="single_pass", block_t=bt, num_warps=w) for bt, w in itertools.product((128, 256),
-                                                                                                   (2, 4, 8))]
+               dict(forward="two_pass", block_d=64, chunk_length=128, num_warps=2)]
+            # software-pipelined serial loops (the step loops and the chunk combine's 255 chunks at the 3D shape),
+            # never timed
+            + [dict(forward="two_pass", block_d=16, chunk_length=128, num_warps=2, num_stages_serial=s)
+               for s in (2, 4)])
+SINGLE_PASS = ([dict(forward="single_pass", block_t=bt, num_warps=w) for bt, w in itertools.product((128, 256),
+                                                                                                    (2, 4, 8))]
+               # the tile loop software-pipelined (loads of the next tile in flight), never timed
+               + [dict(forward="single_pass", block_t=128, num_warps=w, num_stages=2) for w in (2, 4)])
 BACKWARD = ([dict(block_d_backward=bd, chunk_length=t, num_warps_backward=w)
              for bd, t, w in ((8, 64, 2), (8, 64, 4), (16, 64, 2), (4, 128, 2), (8, 128, 2), (8, 32, 2))]
             # the single-pass backward (not yet timed): the settings that compile for sm_90 without register
@@ -72,7 +78,11 @@ BACKWARD = ([dict(block_d_backward=bd, chunk_length=t, num_warps_backward=w)
                for t, w in ((32, 4), (32, 8), (64, 4), (64, 8), (128, 8))]
             # the carry pass: as launched before 2026-12-05 (16 x 4 warps) against the default (32 x 1), and 64 x 2
             + [dict(block_d_backward=8, chunk_length=64, num_warps_backward=2, block_d_carry=bd, num_warps_carry=w)
-               for bd, w in ((16, 4), (64, 2))])
+               for bd, w in ((16, 4), (64, 2))]
+            # software pipelining (never timed): the gradient kernel's loop over states, and the serial loops (carry
+            # pass step by step, reverse combine over chunks)
+            + [dict(block_d_backward=8, chunk_length=64, num_warps_backward=2, num_stages=s, num_stages_serial=ss)
+               for s, ss in ((1, 4), (2, 1), (2, 4))])
 QUICK_SHAPES = [(1, 8, 40, 4, 1), (1, 8, 40, 4, 2)]
 L2_ROTATE_BYTES = 512 * 2**20  # several times the L2 of current GPUs (H100/H200: 50-60 MB)
 
@@ -414,7 +424,8 @@ def main():
         shapes, order = QUICK_SHAPES, range(len(QUICK_SHAPES))
         settings["forward"] = [dict(forward="two_pass", block_d=4, chunk_length=16, num_warps=2),
                                dict(forward="single_pass", block_t=16, num_warps=2)]
-        settings["backward"] = [dict(block_d_backward=4, chunk_length=16, num_warps_backward=2),
+        settings["backward"] = [dict(block_d_backward=4, chunk_length=16, num_warps_backward=2, num_stages=2,
+                                     num_stages_serial=3),
                                 dict(backward="single_pass", chunk_length=16, num_warps_backward=2)]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

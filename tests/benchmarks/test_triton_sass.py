@@ -83,3 +83,21 @@ def test_default_carry_pass_needs_fewer_instructions_than_the_old_launch(report)
     new, old = carry(), carry(block_d_carry=16, num_warps_carry=4)
     assert new["elements_per_thread"] == 16 and old["elements_per_thread"] == 2
     assert new["per_element"]["total"] < 0.5 * old["per_element"]["total"]
+
+
+def test_pipelined_loops_issue_their_loads_ahead(report):
+    """``num_stages`` / ``num_stages_serial`` reach every kernel: pipelined, each hot loop (fp32 inputs) loads through
+    async copies, as launched by default none does; the round-trip floor counts the loads issued ahead."""
+    default = _analysis(report)["kernels"]
+    pipelined = _analysis(report, num_stages=2, num_stages_serial=4)["kernels"]
+    assert [k["kernel"] for k in pipelined] == [k["kernel"] for k in default]
+    for old, new in zip(default, pipelined):
+        assert old["async_copies_per_iteration"] == 0 and new["async_copies_per_iteration"] > 0, new["kernel"]
+        assert old["floor_us"] == max(old["bound_us"], old["round_trip_us"]), old
+        # loads issued STAGES - 1 iterations ahead: 3 ahead for the serial loops (carry pass, combine), 1 for the rest
+        ahead = 3 if new["kernel"] in ("_bwd_chunk_carry_kernel", "_chunk_combine_kernel") else 1
+        per_wave = new["round_trip_us"] / new["waves"]  # (the pipelined code may fit more programs per SM)
+        assert per_wave == pytest.approx(old["round_trip_us"] / old["waves"] / ahead), new["kernel"]
+    combine = next(k for k in default if k["kernel"] == "_chunk_combine_kernel")
+    # 63 chunk boundaries walked one after another, each behind a round trip: a floor far above its bound
+    assert combine["round_trip_us"] > 10 * combine["bound_us"]
