@@ -27,7 +27,8 @@ How:
 
 What it cannot see: dependency stalls inside an iteration, and how much of the round trips other warps hide. A kernel
 whose measured time is far above both floors is latency bound within its iterations (too few warps per SM for its
-serial chain of shuffles, barriers and exponentials); one near the throughput floor is bound by the unit named. The report puts the bound beside the forward times measured on an H200
+serial chain of shuffles, barriers and exponentials); one near the throughput floor is bound by the unit named.
+The report puts the bound beside the forward times measured on an H200
 (``results/triton_tune_h200.md``), computed from the source of the revision those times measured (``git show``;
 ``--no-calibrate`` skips it, e.g. in a shallow clone).
 
@@ -71,8 +72,8 @@ SMS = 132
 CLOCK_HZ = 1.98e9
 ISSUE_PER_CLOCK = 4  # warp instructions per clock per SM (4 schedulers)
 #: Clocks of one global-memory round trip (load issued to data in registers), an assumed round figure for Hopper
-#: (DRAM; an L2 hit takes about half): with it the round-trip floor alone accounts for 84 % of the H200's measured
-#: two-pass forward at the 3D shape (results/triton_sass_sm90.md).
+#: (DRAM; an L2 hit takes about half): with it the floor accounts for 75 % of the H200's measured two-pass forward
+#: at the 3D shape, 129 of 172 us (results/triton_sass_sm90.md).
 ROUND_TRIP_CLOCKS = 500
 #: Lanes per clock per SM of each unit (compute capability 9.0) and the SASS opcodes it runs.
 PIPES = {

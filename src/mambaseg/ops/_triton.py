@@ -852,8 +852,8 @@ def selective_scan_triton(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
         block_d: channels per program of the two-pass forward's sequential kernel, capped at the
             channels per B/C group rounded up to a power of two; the state tile is ``(block_d, N)``.
         block_d_backward: channels per program of the backward's gradient kernel, whose tiles are
-            ``(block_d_backward, chunk_length)``: 8 x 64 compiles for sm_90 without register spills at 4 warps
-            (181 registers; 16 x 64 spills).
+            ``(block_d_backward, chunk_length)``: on sm_90, 8 x 64 takes 168 registers at 2 warps and 124 at 4,
+            16 x 64 255 and 179, none spilling (``benchmarks/triton_sass.py``).
         forward: ``"single_pass"`` (one program per channel walks all of L, one exponential per (step, state)),
             ``"two_pass"`` (L split across programs; each chunk is scanned twice) or ``"auto"``: two-pass when
             ``L > TWO_PASS_MIN_STEPS_PER_CHANNEL * batch * dim`` (3D: few channels, long L), else single-pass.
