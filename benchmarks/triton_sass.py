@@ -280,15 +280,17 @@ def pipe_counts(counts: dict) -> dict:
 
 # ------------------------------------------------------------------------------------------------ 4. the bound
 def loop_geometry(launch: dict) -> tuple[int, int]:
-    """``(trips, elements)``: iterations of the hot loop per program, and the (step, state) elements (states for the
-    combine) one iteration handles in the whole program."""
+    """``(trips, elements)``: iterations of the hot loop per program, and the (step, state) elements ((chunk
+    boundary, state) for the combine) one iteration handles in the whole program."""
     k, c, a = launch["kernel"], launch["constexprs"], launch["args"]
     if k == "_fwd_single_pass_kernel":
         return math.ceil(a["length"] / c["BLOCK_T"]), c["BLOCK_N"] * c["BLOCK_T"]
     if k in ("_fwd_chunk_kernel", "_bwd_chunk_carry_kernel"):
         return a["chunk_len"], c["BLOCK_D"] * c["BLOCK_N"]
     if k == "_chunk_combine_kernel":
-        return a["n_chunks"] - 1, c["BLOCK_D"] * c["BLOCK_N"]
+        if "BLOCK_C" not in c:  # the sequential combine of earlier revisions (the H200's): one chunk per iteration
+            return a["n_chunks"] - 1, c["BLOCK_D"] * c["BLOCK_N"]
+        return math.ceil((a["n_chunks"] - 1) / c["BLOCK_C"]), c["BLOCK_P"] * c["BLOCK_C"]
     if k == "_bwd_chunk_kernel":
         return a["n_state"], c["BLOCK_D"] * c["BLOCK_T"]
     if k == "_bwd_single_pass_kernel":

@@ -62,8 +62,7 @@ TWO_PASS = ([dict(forward="two_pass", block_d=bd, chunk_length=t, num_warps=2)
             # cost model (benchmarks/triton_sass.py), never timed
             + [dict(forward="two_pass", block_d=32, chunk_length=128, num_warps=1),
                dict(forward="two_pass", block_d=64, chunk_length=128, num_warps=2)]
-            # software-pipelined serial loops (the step loops and the chunk combine's 255 chunks at the 3D shape),
-            # never timed
+            # software-pipelined serial loops (the two passes' step loops and the chunk combine's tiles), never timed
             + [dict(forward="two_pass", block_d=16, chunk_length=128, num_warps=2, num_stages_serial=s)
                for s in (2, 4)])
 SINGLE_PASS = ([dict(forward="single_pass", block_t=bt, num_warps=w) for bt, w in itertools.product((128, 256),
@@ -80,7 +79,7 @@ BACKWARD = ([dict(block_d_backward=bd, chunk_length=t, num_warps_backward=w)
             + [dict(block_d_backward=8, chunk_length=64, num_warps_backward=2, block_d_carry=bd, num_warps_carry=w)
                for bd, w in ((16, 4), (64, 2))]
             # software pipelining (never timed): the gradient kernel's loop over states, and the serial loops (carry
-            # pass step by step, reverse combine over chunks)
+            # pass step by step, the reverse combine's tiles of chunks)
             + [dict(block_d_backward=8, chunk_length=64, num_warps_backward=2, num_stages=s, num_stages_serial=ss)
                for s, ss in ((1, 4), (2, 1), (2, 4))])
 QUICK_SHAPES = [(1, 8, 40, 4, 1), (1, 8, 40, 4, 2)]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
@@ -34,7 +35,7 @@ if "triton" not in sys.modules and not torch.cuda.is_available():
 
 pytest.importorskip("triton", reason="the Triton backend needs the triton package (pip install triton)")
 
-from mambaseg.ops import selective_scan  # noqa: E402
+from mambaseg.ops import _triton, selective_scan  # noqa: E402
 from mambaseg.ops._triton import _kernels, selective_scan_triton, triton_available, triton_mode  # noqa: E402
 
 INTERPRETED = triton_mode() == "interpret"
@@ -141,6 +142,48 @@ def test_single_pass_tile_spanning_several_chunks(block_t, chunk):
     inputs = make_inputs(2, 4, 70, 4, 2)
     got = run(selective_scan_triton, inputs, chunk_length=chunk, forward="single_pass", block_t=block_t)
     assert_matches(got, run(reference, inputs), what=f"block_t={block_t} chunk={chunk}")
+
+
+def combine_by_loop(local, sumdelta, A, init, reverse):
+    """The chunk combine's specification, one chunk after another in float64."""
+    batch, dim, n_chunks, n_state = local.shape
+    out = torch.zeros(local.shape, dtype=torch.float64)
+    s = init.double() if init is not None else torch.zeros(batch, dim, n_state, dtype=torch.float64)
+    order = range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)
+    for step, c in enumerate(order):
+        out[:, :, c] = s
+        if step < n_chunks - 1:
+            s = torch.exp(A.double() * sumdelta[:, :, c, None].double()) * s + local[:, :, c].double()
+    return out
+
+
+@needs_interpreter
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("block_c, n_chunks", [(2, 7), (4, 9), (128, 7), (128, 2)])
+def test_chunk_combine_matches_a_loop_over_chunks(monkeypatch, reverse, block_c, n_chunks):
+    """The combine scans the chunk axis in tiles of ``block_c`` links with the state carried between tiles (a last
+    tile cut short by n_chunks - 1); 5 channels x 3 states = 15 pairs fill the tile's pair axis unevenly (masked)."""
+    monkeypatch.setattr(_triton, "COMBINE_BLOCK_C", block_c)
+    g = torch.Generator().manual_seed(3)
+    batch, dim, n_state = 2, 5, 3
+    local = torch.randn(batch, dim, n_chunks, n_state, generator=g)
+    sumdelta = 4 * torch.rand(batch, dim, n_chunks, generator=g)
+    A = -torch.rand(dim, n_state, generator=g)
+    init = torch.randn(batch, dim, n_state, generator=g) if reverse else None
+    launch = types.SimpleNamespace(batch=batch, dim=dim, n_state=n_state, n_chunks=n_chunks,
+                                   kernels=_kernels(True), stages_serial=1)
+    got = _triton._Launch.combine(launch, local, sumdelta, A, init, reverse)
+    torch.testing.assert_close(got.double(), combine_by_loop(local, sumdelta, A, init, reverse), rtol=1e-5,
+                               atol=1e-5)
+
+
+@needs_interpreter
+def test_scan_with_the_combine_in_tiles_of_two_chunks(monkeypatch):
+    """Forward and backward through combines that carry their state over tiles (5 chunks: 4 links in 2 tiles)."""
+    monkeypatch.setattr(_triton, "COMBINE_BLOCK_C", 2)
+    inputs = make_inputs(1, 4, 70, 4, 2)
+    got = run(selective_scan_triton, inputs, chunk_length=16, forward="two_pass")
+    assert_matches(got, run(reference, inputs), what="combine tiles of 2")
 
 
 @needs_interpreter

@@ -18,7 +18,8 @@ Forward, two passes (few channels, long L, e.g. 3D volumes, where one program pe
     1. ``_fwd_chunk_kernel`` (pass 1): each chunk but the last scans from a zero state with the state
        ``(BLOCK_D, N)`` in registers and writes its end state and ``sum(delta)`` (the chunk decay is
        ``exp(A * sum(delta))``);
-    2. ``_chunk_combine_kernel``: a sequential pass over chunks gives each chunk's start state;
+    2. ``_chunk_combine_kernel``: an associative scan over chunks (per channel and state) gives each chunk's
+       start state;
     3. ``_fwd_chunk_kernel`` (pass 2): each chunk re-scans from its start state and writes
        ``out = (<h_t, C_t> + D u_t) * silu(z_t)``, and the last chunk the last state.
     Only ``(B, D, n_chunks, N)`` start states are kept for the backward; nothing of size ``(B, D, L, N)`` is
@@ -94,10 +95,15 @@ MANY_CHANNELS = 384
 #: backward's, the gradient kernel's loop over states) and of the serial loops (the two-pass forward and the carry pass
 #: step by step, the chunk combine). At 1 (no pipelining, the code timed on the H200) every iteration waits for its own
 #: loads; above 1 the loads of the next iterations are issued (cp.async) while this one computes, which the serial
-#: loops need most: the chunk combine walks L / 64 chunks one after another (511 at the 3D shape), each behind a
-#: global-memory round trip. Not yet timed on a GPU: ``benchmarks/triton_tune.py`` sweeps both.
+#: loops need most: the two-pass forward and the carry pass walk their chunk's steps one after another, each behind
+#: a global-memory round trip. Not yet timed on a GPU: ``benchmarks/triton_tune.py`` sweeps both.
 DEFAULT_STAGES = 1
 DEFAULT_STAGES_SERIAL = 1
+#: The chunk combine's tile: up to ``COMBINE_BLOCK_C`` chunk boundaries (scanned at once along the chunk axis) by
+#: ``COMBINE_TILE / block_c`` independent (channel, state) pairs; 8 elements per thread at 4 warps. At the 3D shape
+#: (510 boundaries, 768 pairs) that is 96 programs walking 4 tiles each, instead of 3 programs walking 510 steps.
+COMBINE_BLOCK_C = 128
+COMBINE_TILE = 1024
 _KERNELS = ("_fwd_chunk_kernel", "_fwd_single_pass_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel",
             "_bwd_chunk_kernel", "_bwd_single_pass_kernel")
 
@@ -278,42 +284,53 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
 
 def _chunk_combine_kernel(local_ptr, sumdelta_ptr, A_ptr, init_ptr, out_ptr, dim, n_state, n_chunks,
                           REVERSE: tl.constexpr, HAS_INIT: tl.constexpr,
-                          BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, STAGES: tl.constexpr):
+                          BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr, STAGES: tl.constexpr):
     """Links chunks: ``s <- exp(A sum(delta)_c) s + local_c`` over c, writing the state entering each chunk.
 
     Forward (``REVERSE=False``): ``out[0] = 0``, ``out[c+1] = decay_c out[c] + local_c``. Reverse: ``out[nc-1] =
     init`` (gradient of the last state), ``out[c-1] = decay_c out[c] + local_c``. Shapes: ``local, out:
-    (B, D, nc, N)``, ``sumdelta: (B, D, nc)``, ``init: (B, D, N)``. Grid: (batch, cdiv(D, BLOCK_D)).
+    (B, D, nc, N)``, ``sumdelta: (B, D, nc)``, ``init: (B, D, N)``; ``A`` ``(D, N)`` contiguous.
+
+    Every (channel, state) pair is an independent first-order recurrence over chunks, so a program takes
+    ``BLOCK_P`` pairs (``p = d * N + n``) and walks the chunks in tiles of ``BLOCK_C``: one associative scan along
+    the chunk axis per tile, started from the state carried out of the previous tile. The chain of dependent
+    global-memory round trips is ``nc / BLOCK_C`` long, not ``nc`` (511 chunk boundaries at the 3D shape).
+    Grid: (batch, cdiv(D * N, BLOCK_P)).
     """
     pid_b = tl.program_id(0)
-    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = d < dim
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_dn = mask_d[:, None] & (offs_n < n_state)[None, :]
-    A2 = tl.load(A_ptr + d[:, None] * n_state + offs_n[None, :], mask=mask_dn,
-                 other=0.0).to(tl.float32) * 1.4426950408889634
-    base = (pid_b * dim + d) * n_chunks
+    p = tl.program_id(1) * BLOCK_P + tl.arange(0, BLOCK_P)
+    mask_p = p < dim * n_state
+    d = p // n_state
+    n = p - d * n_state
+    A2 = tl.load(A_ptr + p, mask=mask_p, other=0.0).to(tl.float32) * 1.4426950408889634
+    chunk_row = (pid_b * dim + d) * n_chunks  # (BLOCK_P,): index of (b, d, chunk 0) in sumdelta
     if HAS_INIT:
-        s = tl.load(init_ptr + (pid_b * dim + d)[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)
+        s = tl.load(init_ptr + pid_b * dim * n_state + p, mask=mask_p, other=0.0)
     else:
-        s = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
+        s = tl.zeros((BLOCK_P,), dtype=tl.float32)
     if REVERSE:
         c_first = n_chunks - 1
     else:
         c_first = 0
-    tl.store(out_ptr + (base + c_first)[:, None] * n_state + offs_n[None, :], s, mask=mask_dn)
-    for i in tl.range(0, n_chunks - 1, num_stages=STAGES):
+    tl.store(out_ptr + (chunk_row + c_first) * n_state + n, s, mask=mask_p)
+    steps = tl.arange(0, BLOCK_C)
+    for i0 in tl.range(0, n_chunks - 1, BLOCK_C, num_stages=STAGES):
+        i = i0 + steps  # the i-th link: from chunk c to chunk c_next
         if REVERSE:
             c = n_chunks - 1 - i
             c_next = c - 1
         else:
             c = i
             c_next = i + 1
-        local = tl.load(local_ptr + (base + c)[:, None] * n_state + offs_n[None, :], mask=mask_dn,
-                        other=0.0)
-        dsum = tl.load(sumdelta_ptr + base + c, mask=mask_d, other=0.0)
-        s = tl.exp2(dsum[:, None] * A2) * s + local
-        tl.store(out_ptr + (base + c_next)[:, None] * n_state + offs_n[None, :], s, mask=mask_dn)
+        mask = mask_p[:, None] & (i < n_chunks - 1)[None, :]
+        cell = chunk_row[:, None] + c[None, :]  # (BLOCK_P, BLOCK_C)
+        dsum = tl.load(sumdelta_ptr + cell, mask=mask, other=0.0)
+        local = tl.load(local_ptr + cell * n_state + n[:, None], mask=mask, other=0.0)
+        a = tl.exp2(dsum * A2[:, None])  # masked links: decay 1, input 0, the carried state passes unchanged
+        x = local + tl.where(steps[None, :] == 0, a * s[:, None], 0.0)
+        _, states = tl.associative_scan((a, x), 1, _affine_combine)
+        tl.store(out_ptr + (chunk_row[:, None] + c_next[None, :]) * n_state + n[:, None], states, mask=mask)
+        s = tl.sum(tl.where(steps[None, :] == BLOCK_C - 1, states, 0.0), axis=1)
 
 
 def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, local_ptr, sumdelta_ptr,
@@ -744,11 +761,14 @@ class _Launch:
         return (self.batch, self.groups * (n_pblocks or self.n_pblocks), n_chunks)
 
     def combine(self, local, sumdelta, A, init, reverse: bool) -> torch.Tensor:
+        """The chunk-boundary states ``(B, D, nc, N)`` of :func:`_chunk_combine_kernel`: tiles of up to
+        ``COMBINE_BLOCK_C`` chunks by ``COMBINE_TILE // block_c`` (channel, state) pairs, 4 warps."""
         out = torch.empty_like(local)
-        block_d = min(16, triton_next_power_of_2(self.dim))
-        self.kernels._chunk_combine_kernel[(self.batch, -(-self.dim // block_d))](
+        block_c = min(COMBINE_BLOCK_C, triton_next_power_of_2(max(2, self.n_chunks - 1)))
+        block_p = max(1, COMBINE_TILE // block_c)
+        self.kernels._chunk_combine_kernel[(self.batch, -(-self.dim * self.n_state // block_p))](
             local, sumdelta, A, init if init is not None else local, out, self.dim, self.n_state, self.n_chunks,
-            REVERSE=reverse, HAS_INIT=init is not None, BLOCK_D=block_d, BLOCK_N=self.block_n,
+            REVERSE=reverse, HAS_INIT=init is not None, BLOCK_P=block_p, BLOCK_C=block_c,
             STAGES=self.stages_serial)
         return out
 
@@ -935,8 +955,10 @@ def compile_for_gpu(capability: int = 90, io_dtype: str = "bf16") -> dict:
         "bwd_single_pass_fixed": (k._bwd_single_pass_kernel, "fp32", dict(B_FIXED=True, C_FIXED=True,
                                                                           HAS_DLAST=False, BLOCK_N=16, BLOCK_T=64,
                                                                           STAGES=1, **off)),
-        "combine_reverse": (k._chunk_combine_kernel, "fp32", dict(REVERSE=True, HAS_INIT=True, STAGES=4, **tiles)),
-        "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, STAGES=1, **tiles)),
+        "combine_reverse": (k._chunk_combine_kernel, "fp32", dict(REVERSE=True, HAS_INIT=True, BLOCK_P=16,
+                                                                  BLOCK_C=64, STAGES=4)),
+        "combine_forward": (k._chunk_combine_kernel, "fp32", dict(REVERSE=False, HAS_INIT=False, BLOCK_P=8,
+                                                                  BLOCK_C=128, STAGES=1)),
         "bwd_carry": (k._bwd_chunk_carry_kernel, io_dtype, dict(C_FIXED=False, HAS_Z=True, HAS_BIAS=True,
                                                                 SOFTPLUS=True, STAGES=3, **tiles)),
         # the carry pass's default launch at N = 16: 1 warp (every other variant: 4)
