@@ -453,16 +453,18 @@ def report(data: dict) -> str:
                   "bound computed from that revision's source with the Triton named above, 'now' today's kernels at "
                   "the same settings (not yet timed). Settings: results/triton_tune_h200.md.", "",
                   md(["shape (B, D, L, N, G)", "fwd measured us", "fwd bound then", "fwd floor then",
-                      "measured / floor", "fwd bound now", "fwd+bwd measured us", "fwd+bwd bound then",
-                      "fwd+bwd floor then", "measured / floor", "fwd+bwd bound now"]), "|---" * 11 + "|"]
+                      "measured / floor", "fwd bound now", "fwd floor now", "fwd+bwd measured us",
+                      "fwd+bwd bound then", "fwd+bwd floor then", "measured / floor", "fwd+bwd bound now",
+                      "fwd+bwd floor now"]), "|---" * 13 + "|"]
         for c in data["calibration"]:
             lines.append(md([tuple(c["shape"]), c["measured_forward_us"], f"{c['bound_forward_then_us']:.1f}",
                              f"{c['floor_forward_then_us']:.1f}",
                              f"{c['measured_forward_us'] / c['floor_forward_then_us']:.1f}x",
-                             f"{c['bound_forward_now_us']:.1f}", c["measured_fwdbwd_us"],
+                             f"{c['bound_forward_now_us']:.1f}", f"{c['floor_forward_now_us']:.1f}",
+                             c["measured_fwdbwd_us"],
                              f"{c['bound_fwdbwd_then_us']:.1f}", f"{c['floor_fwdbwd_then_us']:.1f}",
                              f"{c['measured_fwdbwd_us'] / c['floor_fwdbwd_then_us']:.1f}x",
-                             f"{c['bound_fwdbwd_now_us']:.1f}"]))
+                             f"{c['bound_fwdbwd_now_us']:.1f}", f"{c['floor_fwdbwd_now_us']:.1f}"]))
         lines.append("")
     if data.get("budget"):
         lines += ["## What the forward bar asks (50 % of the HBM floor)", "",
