@@ -157,24 +157,31 @@ def combine_by_loop(local, sumdelta, A, init, reverse):
     return out
 
 
+def check_combine(monkeypatch, reverse, block_c, n_chunks, device="cpu", stages=1, dim=5, n_state=3):
+    """The combine, launched as the scan launches it with ``COMBINE_BLOCK_C = block_c``, against the loop."""
+    monkeypatch.setattr(_triton, "COMBINE_BLOCK_C", block_c)
+    g = torch.Generator().manual_seed(3)
+    batch = 2
+    local = torch.randn(batch, dim, n_chunks, n_state, generator=g)
+    sumdelta = 4 * torch.rand(batch, dim, n_chunks, generator=g)
+    A = -torch.rand(dim, n_state, generator=g)
+    init = torch.randn(batch, dim, n_state, generator=g) if reverse else None
+    launch = types.SimpleNamespace(batch=batch, dim=dim, n_state=n_state, n_chunks=n_chunks,
+                                   kernels=_kernels(device == "cpu"), stages_serial=stages)
+    on = [t.to(device) if t is not None else None for t in (local, sumdelta, A, init)]
+    got = _triton._Launch.combine(launch, *on, reverse)
+    tol = 1e-5 if device == "cpu" else 1e-4  # the GPU's exp2 is the approximate MUFU.EX2 (2 ulp)
+    torch.testing.assert_close(got.double().cpu(), combine_by_loop(local, sumdelta, A, init, reverse), rtol=tol,
+                               atol=tol)
+
+
 @needs_interpreter
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("block_c, n_chunks", [(2, 7), (4, 9), (128, 7), (128, 2)])
 def test_chunk_combine_matches_a_loop_over_chunks(monkeypatch, reverse, block_c, n_chunks):
     """The combine scans the chunk axis in tiles of ``block_c`` links with the state carried between tiles (a last
     tile cut short by n_chunks - 1); 5 channels x 3 states = 15 pairs fill the tile's pair axis unevenly (masked)."""
-    monkeypatch.setattr(_triton, "COMBINE_BLOCK_C", block_c)
-    g = torch.Generator().manual_seed(3)
-    batch, dim, n_state = 2, 5, 3
-    local = torch.randn(batch, dim, n_chunks, n_state, generator=g)
-    sumdelta = 4 * torch.rand(batch, dim, n_chunks, generator=g)
-    A = -torch.rand(dim, n_state, generator=g)
-    init = torch.randn(batch, dim, n_state, generator=g) if reverse else None
-    launch = types.SimpleNamespace(batch=batch, dim=dim, n_state=n_state, n_chunks=n_chunks,
-                                   kernels=_kernels(True), stages_serial=1)
-    got = _triton._Launch.combine(launch, local, sumdelta, A, init, reverse)
-    torch.testing.assert_close(got.double(), combine_by_loop(local, sumdelta, A, init, reverse), rtol=1e-5,
-                               atol=1e-5)
+    check_combine(monkeypatch, reverse, block_c, n_chunks)
 
 
 @needs_interpreter
@@ -325,3 +332,15 @@ def test_cuda_forward_backward_full_grid(monkeypatch, forward, backward, stages)
     got = run(selective_scan_triton, inputs, chunk_length=64, block_d=8, forward=forward, block_t=128,
               backward=backward, num_stages=stages, num_stages_serial=stages)
     assert_matches(got, run(reference, inputs), rtol=6e-4, atol=2e-3, what=f"cuda {forward} {backward} {stages}")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or INTERPRETED,
+                    reason="needs a CUDA GPU and Triton in compiled mode")
+@pytest.mark.parametrize("stages", [1, 3], ids=["stages1", "pipelined"])
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
+@pytest.mark.parametrize("block_c, n_chunks", [(16, 300), (128, 511)])
+def test_cuda_chunk_combine_over_several_tiles(monkeypatch, reverse, block_c, n_chunks, stages):
+    """The compiled combine carries its state over tiles of chunks (the full grid above fits one tile); 511 chunks
+    in tiles of 128 is the 3D shape's launch (L = 32768 in chunks of 64), here with 48 channels x 16 states."""
+    monkeypatch.delenv("TRITON_INTERPRET")
+    check_combine(monkeypatch, reverse, block_c, n_chunks, device="cuda", stages=stages, dim=48, n_state=16)
