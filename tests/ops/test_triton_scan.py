@@ -177,11 +177,14 @@ def check_combine(monkeypatch, reverse, block_c, n_chunks, device="cpu", stages=
 
 @needs_interpreter
 @pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
-@pytest.mark.parametrize("block_c, n_chunks", [(2, 7), (4, 9), (128, 7), (128, 2)])
-def test_chunk_combine_matches_a_loop_over_chunks(monkeypatch, reverse, block_c, n_chunks):
-    """The combine scans the chunk axis in tiles of ``block_c`` links with the state carried between tiles (a last
-    tile cut short by n_chunks - 1); 5 channels x 3 states = 15 pairs fill the tile's pair axis unevenly (masked)."""
-    check_combine(monkeypatch, reverse, block_c, n_chunks)
+@pytest.mark.parametrize("block_c, n_chunks, dim, n_state", [(2, 8, 5, 3), (4, 9, 5, 3), (128, 7, 5, 3),
+                                                              (128, 2, 5, 3), (16, 40, 48, 16)])
+def test_chunk_combine_matches_a_loop_over_chunks(monkeypatch, reverse, block_c, n_chunks, dim, n_state):
+    """The combine scans the chunk axis in tiles of ``block_c`` links with the state carried between tiles: 7 links
+    in tiles of 2 (the last one cut short), 8 in 2 full tiles of 4, one short tile of 128, a single link; 5 channels
+    x 3 states = 15 pairs fill one program's pair axis unevenly (masked); 48 x 16 pairs at 64 per program take 12
+    programs along the grid's pair axis, over 3 tiles of 16 (the last cut short)."""
+    check_combine(monkeypatch, reverse, block_c, n_chunks, dim=dim, n_state=n_state)
 
 
 @needs_interpreter

@@ -102,6 +102,7 @@ DEFAULT_STAGES_SERIAL = 1
 #: The chunk combine's tile: up to ``COMBINE_BLOCK_C`` chunk boundaries (scanned at once along the chunk axis) by
 #: ``COMBINE_TILE / block_c`` independent (channel, state) pairs; 8 elements per thread at 4 warps. At the 3D shape
 #: (510 boundaries, 768 pairs) that is 96 programs walking 4 tiles each, instead of 3 programs walking 510 steps.
+#: Both must be powers of two (Triton's tile sizes).
 COMBINE_BLOCK_C = 128
 COMBINE_TILE = 1024
 _KERNELS = ("_fwd_chunk_kernel", "_fwd_single_pass_kernel", "_chunk_combine_kernel", "_bwd_chunk_carry_kernel",
