@@ -77,7 +77,7 @@ from ._checks import check_scan_inputs
 if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrapped (see _kernels)
     import triton.language as tl
 
-_HELPERS = ("_affine_combine", "_softplus", "_step_size", "_add_relaxed")
+_HELPERS = ("_affine_combine", "_softplus", "_step_size", "_add_relaxed", "_channel_state_tile")
 #: Launch defaults, from ``benchmarks/triton_tune.py`` on an H200 (results/triton_tune_h200.md, 2026-12-04):
 #: ``forward="auto"`` takes the two-pass kernel only when L exceeds this many steps per channel (batch * dim): a
 #: single-pass program walks all of L, so few channels with a long L leave the GPU idle. Measured: (1, 48, 32768)
@@ -142,6 +142,26 @@ def _add_relaxed(ptr, val, mask=None):
     tl.atomic_add(ptr, val, mask=mask, sem="relaxed")
 
 
+def _channel_state_tile(pid_gp, n_pblocks, P, n_state, A_ptr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The ``(BLOCK_D, BLOCK_N)`` (channel, state) tile of program ``pid_gp`` along a grid axis of channel blocks per
+    B/C group: block ``pid_gp % n_pblocks`` of the ``P`` channels of group ``grp = pid_gp // n_pblocks``.
+
+    Returns ``(grp, d, mask_d, offs_n, mask_n, mask_dn, dn, A2)``: channel indices ``d`` ``(BLOCK_D,)``, state
+    indices ``offs_n`` ``(BLOCK_N,)``, their masks, offsets ``dn`` into ``(D, N)`` tensors and ``A2 = A log2(e)``
+    in fp32, both ``(BLOCK_D, BLOCK_N)``.
+    """
+    grp = pid_gp // n_pblocks
+    p = (pid_gp % n_pblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
+    mask_d = p < P
+    d = grp * P + p
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < n_state
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    dn = d[:, None] * n_state + offs_n[None, :]
+    A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
+    return grp, d, mask_d, offs_n, mask_n, mask_dn, dn, A2
+
+
 def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
                       sumdelta_ptr, last_ptr, dim, length, n_state, n_chunks, chunk_len, P, n_pblocks,
                       sbb, sbg, sbn, scb, scg, scn,
@@ -158,15 +178,8 @@ def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
     pid_b = tl.program_id(0)
     pid_gp = tl.program_id(1)
     pid_c = tl.program_id(2)
-    grp = pid_gp // n_pblocks
-    p = (pid_gp % n_pblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = p < P
-    d = grp * P + p
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < n_state
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    dn = d[:, None] * n_state + offs_n[None, :]
-    A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
+    grp, d, mask_d, offs_n, mask_n, mask_dn, dn, A2 = _channel_state_tile(pid_gp, n_pblocks, P, n_state, A_ptr,
+                                                                           BLOCK_D, BLOCK_N)
     row = pid_b * dim * length + d * length
     state_idx = ((pid_b * dim + d) * n_chunks + pid_c)[:, None] * n_state + offs_n[None, :]
     bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
@@ -347,15 +360,8 @@ def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, 
     pid_b = tl.program_id(0)
     pid_gp = tl.program_id(1)
     chunk = tl.program_id(2) + 1
-    grp = pid_gp // n_pblocks
-    p = (pid_gp % n_pblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
-    mask_d = p < P
-    d = grp * P + p
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < n_state
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    dn = d[:, None] * n_state + offs_n[None, :]
-    A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
+    grp, d, mask_d, offs_n, mask_n, mask_dn, dn, A2 = _channel_state_tile(pid_gp, n_pblocks, P, n_state, A_ptr,
+                                                                           BLOCK_D, BLOCK_N)
     row = pid_b * dim * length + d * length
     bias = tl.load(bias_ptr + d, mask=mask_d, other=0.0).to(tl.float32) if HAS_BIAS else 0.0
     if C_FIXED:
