@@ -77,7 +77,8 @@ from ._checks import check_scan_inputs
 if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrapped (see _kernels)
     import triton.language as tl
 
-_HELPERS = ("_affine_combine", "_softplus", "_step_size", "_add_relaxed", "_channel_state_tile")
+_HELPERS = ("_affine_combine", "_softplus", "_step_size", "_add_relaxed", "_channel_state_tile",
+            "_channel_row")
 #: Launch defaults, from ``benchmarks/triton_tune.py`` on an H200 (results/triton_tune_h200.md, 2026-12-04):
 #: ``forward="auto"`` takes the two-pass kernel only when L exceeds this many steps per channel (batch * dim): a
 #: single-pass program walks all of L, so few channels with a long L leave the GPU idle. Measured: (1, 48, 32768)
@@ -160,6 +161,19 @@ def _channel_state_tile(pid_gp, n_pblocks, P, n_state, A_ptr, BLOCK_D: tl.conste
     dn = d[:, None] * n_state + offs_n[None, :]
     A2 = tl.load(A_ptr + dn, mask=mask_dn, other=0.0).to(tl.float32) * 1.4426950408889634
     return grp, d, mask_d, offs_n, mask_n, mask_dn, dn, A2
+
+
+def _channel_row(pid_b, d, dim, length, n_state, P, A_ptr, bias_ptr, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr):
+    """What a one-channel program (the single-pass kernels, grid (batch, dim)) reads first: its B/C group ``grp``,
+    the state indices ``offs_n`` ``(BLOCK_N,)`` and their mask, ``A2 = A[d] log2(e)`` in fp32, the offset ``row``
+    of ``(pid_b, d, 0)`` in ``(B, D, L)`` tensors and the channel's delta_bias (0.0 without one)."""
+    grp = d // P
+    offs_n = tl.arange(0, BLOCK_N)
+    mask_n = offs_n < n_state
+    A2 = tl.load(A_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32) * 1.4426950408889634
+    row = (pid_b * dim + d) * length
+    bias = tl.load(bias_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
+    return grp, offs_n, mask_n, A2, row, bias
 
 
 def _fwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr, state_ptr,
@@ -245,13 +259,9 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     """
     pid_b = tl.program_id(0)
     d = tl.program_id(1)
-    grp = d // P
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < n_state
+    grp, offs_n, mask_n, A2, row, bias = _channel_row(pid_b, d, dim, length, n_state, P, A_ptr, bias_ptr, HAS_BIAS,
+                                                      BLOCK_N)
     steps = tl.arange(0, BLOCK_T)
-    A2 = tl.load(A_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32) * 1.4426950408889634
-    row = (pid_b * dim + d) * length
-    bias = tl.load(bias_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
     if B_FIXED:
         B_fix = tl.load(B_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32)[:, None]
     if C_FIXED:
@@ -525,13 +535,9 @@ def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
     """
     pid_b = tl.program_id(0)
     d = tl.program_id(1)
-    grp = d // P
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < n_state
+    grp, offs_n, mask_n, A2, row, bias = _channel_row(pid_b, d, dim, length, n_state, P, A_ptr, bias_ptr, HAS_BIAS,
+                                                      BLOCK_N)
     steps = tl.arange(0, BLOCK_T)
-    A2 = tl.load(A_ptr + d * n_state + offs_n, mask=mask_n, other=0.0).to(tl.float32) * 1.4426950408889634
-    row = (pid_b * dim + d) * length
-    bias = tl.load(bias_ptr + d).to(tl.float32) if HAS_BIAS else 0.0
     if HAS_D:
         Dv = tl.load(D_ptr + d).to(tl.float32)
     if B_FIXED:
