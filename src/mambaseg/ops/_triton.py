@@ -78,7 +78,7 @@ if TYPE_CHECKING:  # the kernels' globals get the real module when they are wrap
     import triton.language as tl
 
 _HELPERS = ("_affine_combine", "_softplus", "_step_size", "_add_relaxed", "_channel_state_tile",
-            "_channel_row")
+            "_channel_row", "_scan_from", "_last_column")
 #: Launch defaults, from ``benchmarks/triton_tune.py`` on an H200 (results/triton_tune_h200.md, 2026-12-04):
 #: ``forward="auto"`` takes the two-pass kernel only when L exceeds this many steps per channel (batch * dim): a
 #: single-pass program walks all of L, so few channels with a long L leave the GPU idle. Measured: (1, 48, 32768)
@@ -141,6 +141,19 @@ def _add_relaxed(ptr, val, mask=None):
     boundary orders them), and Triton's default (``acq_rel``) fences every add: on sm_90 a ``MEMBAR.ALL.GPU`` before it
     and an L1 invalidation (``CCTL.IVALL``) after it, inside the hot loops (``benchmarks/triton_sass.py``)."""
     tl.atomic_add(ptr, val, mask=mask, sem="relaxed")
+
+
+def _scan_from(a, x, start, first):
+    """States ``h_t = a_t h_{t-1} + x_t`` along axis 1 of ``(rows, T)`` tiles, entering column 0 (``first``, a
+    ``(1, T)`` mask) from the states ``start`` ``(rows,)``: one associative scan, the carried state injected into
+    column 0's input."""
+    _, h = tl.associative_scan((a, x + tl.where(first, a * start[:, None], 0.0)), 1, _affine_combine)
+    return h
+
+
+def _last_column(tile, steps, BLOCK: tl.constexpr):
+    """Column ``BLOCK - 1`` of a ``(rows, BLOCK)`` tile, as ``(rows,)`` (``steps = tl.arange(0, BLOCK)``)."""
+    return tl.sum(tl.where(steps[None, :] == BLOCK - 1, tile, 0.0), axis=1)
 
 
 def _channel_state_tile(pid_gp, n_pblocks, P, n_state, A_ptr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
@@ -289,8 +302,7 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
                          other=0.0).to(tl.float32)
         a = tl.exp2(A2[:, None] * dt[None, :])
         x = Bt * (dt * u)[None, :]
-        x = x + tl.where(steps[None, :] == 0, a * h[:, None], 0.0)
-        _, hs = tl.associative_scan((a, x), 1, _affine_combine)
+        hs = _scan_from(a, x, h, steps[None, :] == 0)
         y = tl.sum(hs * Ct, axis=0)
         if HAS_D:
             y = y + Dv * u
@@ -302,7 +314,7 @@ def _fwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
         chunk_end = (offs_t % CHUNK == CHUNK - 1) & (offs_t + 1 < length)
         tl.store(state_ptr + (state_base + (offs_t + 1) // CHUNK)[None, :] * n_state + offs_n[:, None], hs,
                  mask=mask_n[:, None] & chunk_end[None, :])
-        h = tl.sum(tl.where(steps[None, :] == BLOCK_T - 1, hs, 0.0), axis=1)
+        h = _last_column(hs, steps, BLOCK_T)
     tl.store(last_ptr + (pid_b * dim + d) * n_state + offs_n, h, mask=mask_n)
 
 
@@ -351,10 +363,9 @@ def _chunk_combine_kernel(local_ptr, sumdelta_ptr, A_ptr, init_ptr, out_ptr, dim
         dsum = tl.load(sumdelta_ptr + cell, mask=mask, other=0.0)
         local = tl.load(local_ptr + cell * n_state + n[:, None], mask=mask, other=0.0)
         a = tl.exp2(dsum * A2[:, None])  # masked links: decay 1, input 0, the carried state passes unchanged
-        x = local + tl.where(steps[None, :] == 0, a * s[:, None], 0.0)
-        _, states = tl.associative_scan((a, x), 1, _affine_combine)
+        states = _scan_from(a, local, s, steps[None, :] == 0)
         tl.store(out_ptr + (chunk_row[:, None] + c_next[None, :]) * n_state + n[:, None], states, mask=mask)
-        s = tl.sum(tl.where(steps[None, :] == BLOCK_C - 1, states, 0.0), axis=1)
+        s = _last_column(states, steps, BLOCK_C)
 
 
 def _bwd_chunk_carry_kernel(delta_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, dout_ptr, local_ptr, sumdelta_ptr,
@@ -472,8 +483,7 @@ def _bwd_chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_
                            other=0.0).to(tl.float32)[None, :]
         x = dtu * Bn
         h_start = tl.load(starts_ptr + state_row + n, mask=mask_d, other=0.0)
-        _, h = tl.associative_scan((a, x + tl.where(is_first, a * h_start[:, None], 0.0)), 1,
-                                   _affine_combine)
+        h = _scan_from(a, x, h_start, is_first)
         carry = tl.load(carries_ptr + state_row + n, mask=mask_d, other=0.0)
         _, g_r = tl.associative_scan((a_next, dy_r * Cn_r + tl.where(is_first, carry[:, None], 0.0)), 1,
                                      _affine_combine)
@@ -598,7 +608,7 @@ def _bwd_single_pass_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr,
         x = Bt * dtu[None, :]
         h_start = tl.load(starts_ptr + ((pid_b * dim + d) * n_chunks + chunk) * n_state + offs_n, mask=mask_n,
                           other=0.0)
-        _, h = tl.associative_scan((a, x + tl.where(first, a * h_start[:, None], 0.0)), 1, _affine_combine)
+        h = _scan_from(a, x, h_start, first)
         _, g_r = tl.associative_scan((a_next, Ct_r * dy_r[None, :] + tl.where(first, g_carry[:, None], 0.0)), 1,
                                      _affine_combine)
         g = tl.flip(g_r, 1)
