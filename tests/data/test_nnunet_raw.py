@@ -93,3 +93,25 @@ def test_missing_dataset_json_is_clear(tmp_path):
     (tmp_path / "dataset.json").write_text('{"labels": {"background": 0}}')
     with pytest.raises(ValueError, match="channel_names"):
         RawDataset(tmp_path)
+
+
+def test_prepare_dataset_folder_refuses_a_converted_folder_unless_overwrite(tmp_path):
+    from mambaseg.data.nnunet_raw import prepare_dataset_folder
+
+    folder = prepare_dataset_folder(tmp_path, 7, "Toy")
+    assert folder == tmp_path / "Dataset007_Toy" and (folder / "imagesTr").is_dir() and (folder / "labelsTr").is_dir()
+    assert prepare_dataset_folder(tmp_path, 7, "Toy") == folder  # empty sub-folders are not a conversion
+    for held in ("dataset.json", "imagesTs/a_0000.nii.gz", "labelsTr/a.nii.gz"):
+        path = folder / held
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+        with pytest.raises(FileExistsError, match=held.split("/")[0]):
+            prepare_dataset_folder(tmp_path, 7, "Toy")
+        path.unlink()
+    for held in ("dataset.json", "splits.json", "imagesTr/a_0000.nii.gz", "imagesTs/b_0000.nii.gz",
+                 "labelsTs/b.nii.gz", "other/keep.txt"):
+        (folder / held).parent.mkdir(exist_ok=True)
+        (folder / held).write_text("x")
+    prepare_dataset_folder(tmp_path, 7, "Toy", overwrite=True)
+    assert sorted(p.name for p in folder.iterdir()) == ["imagesTr", "labelsTr", "other"]
+    assert not any((folder / "imagesTr").iterdir()) and (folder / "other" / "keep.txt").is_file()

@@ -30,7 +30,8 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     conv.add_argument("src", help="source dataset folder")
     conv.add_argument("out", help="output root; DatasetXXX_Name is created inside")
     conv.add_argument("--id", type=int, default=None,
-                      help="dataset id (default: 27 for acdc_h5, NN of TaskNN for msd; required for folders2d)")
+                      help="dataset id (default: 27 for acdc_h5, NN of TaskNN for msd, 215 for brats2015_deepmedic; "
+                           "required for folders2d and case_folders)")
     conv.add_argument("--name", default=None,
                       help="dataset name (default: ACDC, the MSD task name, or the source folder name)")
     conv.add_argument("--limit", type=int, default=None, help="convert only the first N cases (sorted)")
@@ -40,7 +41,9 @@ def add_data_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     conv.add_argument("--normalization", default=None,
                       help="case_folders: nnU-Net normalisation per channel, comma-separated (noNorm, zscore, CT, ...)")
     conv.add_argument("--copy", action="store_true", help="case_folders/brats2015_deepmedic: copy instead of symlink")
-    conv.add_argument("--overwrite", action="store_true", help="replace an existing converted dataset folder")
+    conv.add_argument("--overwrite", action="store_true",
+                      help="replace the images, labels, dataset.json and splits.json of a dataset folder that "
+                           "already holds a conversion (without it, such a folder is refused)")
     check = sub.add_parser("check", help="check a raw dataset like nnU-Net's verify_dataset_integrity, and more")
     check.add_argument("dataset", help="DatasetXXX_Name folder")
     check.add_argument("--lenient-geometry", action="store_true",
@@ -72,9 +75,10 @@ def _convert(args: argparse.Namespace) -> int:
     try:
         if args.format == "acdc_h5":
             folder = convert_acdc_h5(args.src, args.out, 27 if args.id is None else args.id, args.name or "ACDC",
-                                     limit=args.limit, progress=True)
+                                     limit=args.limit, overwrite=args.overwrite, progress=True)
         elif args.format == "msd":
-            folder = convert_msd(args.src, args.out, args.id, args.name, limit=args.limit, progress=True)
+            folder = convert_msd(args.src, args.out, args.id, args.name, limit=args.limit, overwrite=args.overwrite,
+                                 progress=True)
         elif args.format == "case_folders":
             if args.id is None or not args.channels or not args.label:
                 print("error: --format case_folders needs --id, --channels NAME=STEM,... and --label STEM",
@@ -100,7 +104,8 @@ def _convert(args: argparse.Namespace) -> int:
                 print("error: --id is required for --format folders2d", file=sys.stderr)
                 return 2
             name = args.name or Path(args.src).resolve().name.replace(" ", "_").replace("-", "_")
-            folder = convert_folders_2d(args.src, args.out, args.id, name, limit=args.limit, progress=True)
+            folder = convert_folders_2d(args.src, args.out, args.id, name, limit=args.limit, overwrite=args.overwrite,
+                                        progress=True)
     except (FileNotFoundError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -36,7 +36,7 @@ from .io import (
     read_image,
     write_image,
 )
-from .nnunet_raw import dataset_folder_name, generate_dataset_json
+from .nnunet_raw import generate_dataset_json, prepare_dataset_folder
 from .splits import make_splits, save_splits
 
 __all__ = ["MASK_SUFFIXES", "convert_acdc_h5", "convert_folders_2d", "convert_msd", "pair_images_and_masks"]
@@ -53,13 +53,6 @@ def _progress(items: Iterable, enabled: bool, desc: str) -> Iterable:
     from tqdm import tqdm
 
     return tqdm(items, desc=desc, leave=False)
-
-
-def _new_dataset_folder(out_root: str | Path, dataset_id: int, name: str) -> Path:
-    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
-    for sub in ("imagesTr", "labelsTr"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 # ============================================================================================ ACDC (SSL4MIS)
@@ -86,6 +79,7 @@ def convert_acdc_h5(
     name: str = "ACDC",
     *,
     limit: int | None = None,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
     """Convert the SSL4MIS ACDC h5 release (slices + volumes + split lists) into nnU-Net raw.
@@ -98,6 +92,8 @@ def convert_acdc_h5(
         dataset_id: nnU-Net dataset id (27 is nnU-Net's own ACDC id).
         name: dataset name.
         limit: convert only the first ``limit`` (sorted) ids of each list.
+        overwrite: replace a dataset folder that already holds a conversion
+            (:func:`mambaseg.data.nnunet_raw.prepare_dataset_folder`).
         progress: show tqdm bars.
 
     Returns:
@@ -125,7 +121,7 @@ def convert_acdc_h5(
     if not train:
         raise ValueError(f"{src}: no training slices found")
 
-    folder = _new_dataset_folder(out_root, dataset_id, name)
+    folder = prepare_dataset_folder(out_root, dataset_id, name, overwrite)
 
     def convert(h5_path: Path, image_out: Path, label_out: Path) -> None:
         if not h5_path.is_file():
@@ -297,6 +293,7 @@ def convert_folders_2d(
     max_classes: int = 10,
     foreground_name: str = "foreground",
     split_seed: int | None = 0,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
     """Convert a folder of 2-D images and masks (Kvasir-SEG, DSB2018, ISIC ...) into nnU-Net raw (PNG).
@@ -324,6 +321,8 @@ def convert_folders_2d(
         foreground_name: label name of class 1 for binary masks.
         split_seed: write ``splits.json`` (seeded 80/10/10 train/val/test over imagesTr case ids via
             :func:`mambaseg.data.splits.make_splits`); None writes none.
+        overwrite: replace a dataset folder that already holds a conversion
+            (:func:`mambaseg.data.nnunet_raw.prepare_dataset_folder`).
         progress: show tqdm bars.
 
     Returns:
@@ -347,7 +346,7 @@ def convert_folders_2d(
                 colour = True
                 break
     mapping = _decide_mapping(pairs, threshold, max_classes, progress)
-    folder = _new_dataset_folder(out_root, dataset_id, name)
+    folder = prepare_dataset_folder(out_root, dataset_id, name, overwrite)
     for case, img_path, mask_path in _progress(pairs, progress, "images"):
         image, _ = read_image(img_path)
         if colour:
@@ -386,6 +385,7 @@ def convert_msd(
     name: str | None = None,
     *,
     limit: int | None = None,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> Path:
     """Convert a Medical Segmentation Decathlon ``TaskNN_Name`` folder into nnU-Net v2 raw.
@@ -401,6 +401,8 @@ def convert_msd(
         dataset_id: defaults to NN from the task name.
         name: defaults to Name from the task name.
         limit: convert only the first ``limit`` training and test cases.
+        overwrite: replace a dataset folder that already holds a conversion
+            (:func:`mambaseg.data.nnunet_raw.prepare_dataset_folder`).
         progress: show tqdm bars.
 
     Returns:
@@ -420,7 +422,7 @@ def convert_msd(
     if not modality or "labels" not in info:
         raise ValueError(f"{src / 'dataset.json'}: needs 'modality' and 'labels' (MSD format)")
     n_channels = len(modality)
-    folder = _new_dataset_folder(out_root, int(dataset_id), name)
+    folder = prepare_dataset_folder(out_root, int(dataset_id), name, overwrite)
 
     def cases_in(sub: str) -> list[Path]:
         d = src / sub

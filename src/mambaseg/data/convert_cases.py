@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .io import SITK_EXTENSIONS, ImageMeta, as_label_array, geometry_close, image_extension, read_image, write_image
-from .nnunet_raw import dataset_folder_name, generate_dataset_json
+from .nnunet_raw import generate_dataset_json, prepare_dataset_folder
 from .splits import save_splits
 
 __all__ = [
@@ -308,18 +308,10 @@ def convert_case_folders(
         found_values |= values
 
     # ---- write
-    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
-    subs = ("imagesTr", "labelsTr", "imagesTs", "labelsTs")
-    if any((folder / s).is_dir() and any((folder / s).iterdir()) for s in subs):
-        if not overwrite:
-            raise FileExistsError(f"{folder} already holds converted cases; pass overwrite=True to replace them")
-        for s in subs:
-            shutil.rmtree(folder / s, ignore_errors=True)
-        for f in ("dataset.json", "splits.json"):
-            (folder / f).unlink(missing_ok=True)
+    folder = prepare_dataset_folder(out_root, dataset_id, name, overwrite)
     test_cases = set(by_split["test"])
-    for s in subs[:2] + (subs[2:] if test_cases else ()):
-        (folder / s).mkdir(parents=True, exist_ok=True)
+    for s in ("imagesTs", "labelsTs") if test_cases else ():
+        (folder / s).mkdir()
     iterator = selected
     if progress:
         from tqdm import tqdm

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ __all__ = [
     "generate_dataset_json",
     "has_regions",
     "label_values",
+    "prepare_dataset_folder",
     "scan_image_folder",
 ]
 
@@ -47,6 +49,37 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     if not name or re.search(r"[\s/\\]", name):
         raise ValueError(f"dataset name must be non-empty without spaces or slashes, got {name!r}")
     return f"Dataset{int(dataset_id):03d}_{name}"
+
+
+#: What a converter writes into a dataset folder; ``overwrite`` removes exactly these.
+_CONVERTED = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "dataset.json", "splits.json")
+
+
+def prepare_dataset_folder(out_root: str | Path, dataset_id: int, name: str, overwrite: bool = False) -> Path:
+    """Create ``out_root/DatasetXXX_Name`` with empty ``imagesTr``/``labelsTr`` for a converter to fill.
+
+    A folder that already holds converted data (a non-empty images/labels folder or a ``dataset.json``) is refused,
+    so that a second conversion never mixes its cases with an earlier one's; ``overwrite=True`` first removes the
+    images and labels folders, ``dataset.json`` and ``splits.json`` (nothing else in the folder).
+
+    Raises:
+        FileExistsError: the folder holds converted data and ``overwrite`` is False.
+    """
+    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
+    held = [n for n in _CONVERTED
+            if (folder / n).is_file() or ((folder / n).is_dir() and any((folder / n).iterdir()))]
+    if held:
+        if not overwrite:
+            raise FileExistsError(f"{folder} already holds a converted dataset ({', '.join(held)}); pass "
+                                  f"--overwrite (overwrite=True) to replace it, or choose another --id/--name")
+        for n in _CONVERTED:
+            if (folder / n).is_dir() and not (folder / n).is_symlink():
+                shutil.rmtree(folder / n)
+            else:
+                (folder / n).unlink(missing_ok=True)
+    for sub in ("imagesTr", "labelsTr"):
+        (folder / sub).mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def has_regions(labels: dict[str, Any]) -> bool:
