@@ -117,6 +117,8 @@ def test_demo_workflow_end_to_end_then_reuses_the_finished_run(pyradiomics_cache
     assert "lesion: Dice" in text and "HD95" in text and "total time" in text
     record = json.loads((out / "demo.json").read_text())
     assert record["iterations"] == 4 and record["test_case"] == "lung2" and record["same_geometry"]
+    run_split = json.loads((out / "run" / "splits.json").read_text())  # no test list in the split: imagesTs
+    assert run_split["test"] == ["lung2"] and "lung2" not in run_split["train"] + run_split["val"]
     assert set(record["metrics"]) == {"lesion"} and 0.0 <= record["metrics"]["lesion"]["dice"] <= 1.0
     for key in ("predictions", "cases_csv", "summary_json"):
         assert Path(record["paths"][key]).is_file()

@@ -97,6 +97,13 @@ def test_missing_and_extra_predictions(folders):
     (pred / "b.nii.gz").unlink()
     with pytest.raises(FileNotFoundError, match=r"2 reference case\(s\).*a\.nii\.gz, b\.nii\.gz"):
         evaluate_folders(pred, ref)
+    with pytest.warns(UserWarning, match="zzz.nii.gz"):  # nnU-Net's -chill: only the predicted cases
+        s = evaluate_folders(pred, ref, labels=[1], all_references=False)
+    assert [r["case_id"] for r in s["metric_per_case"]] == ["c"] and s["provenance"]["n_cases"] == 1
+    (pred / "c.nii.gz").unlink()
+    with pytest.raises(FileNotFoundError, match="no prediction in .* has a reference"):
+        evaluate_folders(pred, ref, labels=[1], all_references=False)
+    _write(np.zeros((3, 6, 6)), pred / "c.nii.gz")
     _write(np.zeros((3, 6, 6)), pred / "a.nii.gz")
     _write(np.zeros((3, 6, 6)), pred / "b.nii.gz")
     with pytest.warns(UserWarning, match="zzz.nii.gz"):

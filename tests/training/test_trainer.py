@@ -159,6 +159,29 @@ def test_cli_parse_and_end_to_end(kvasir, tmp_path, capsys):
     assert main(argv) == 1 and "--overwrite" in capsys.readouterr().err
     assert main(argv + ["--resume", "--iterations", "5"]) == 0  # resume extends the budget to 5 iterations
     assert load_checkpoint(out / "checkpoint_latest.pt")["iteration"] == 5
+    capsys.readouterr()
+
+    # the run's held-out cases (the dataset split's test list, in imagesTr) -> predict --split test -> evaluate
+    test_cases = json.loads((kvasir / "splits.json").read_text())["test"]
+    run_split = json.loads((out / "splits.json").read_text())
+    assert run_split["test"] == test_cases and not set(test_cases) & set(run_split["train"] + run_split["val"])
+    pred = tmp_path / "pred"
+    assert main(["predict", "--run", str(out), "--split", "test", "--output", str(pred), "--checkpoint", "latest",
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert sorted(p.name for p in pred.iterdir()) == sorted(f"{c}.png" for c in test_cases)
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(kvasir / "labelsTr")]) == 1
+    assert "--pred-cases-only" in capsys.readouterr().err  # the default still wants every reference
+    assert main(["evaluate", "--pred", str(pred), "--ref", str(kvasir / "labelsTr"), "--pred-cases-only"]) == 0
+    summary = json.loads((pred / "summary.json").read_text())
+    assert sorted(r["case_id"] for r in summary["metric_per_case"]) == sorted(test_cases)
+    assert summary["provenance"]["cases"] == "predicted cases only"
+    assert main(["predict", "--run", str(out), "--input", str(kvasir), "--output", str(tmp_path / "p2")]) == 1
+    err = capsys.readouterr().err
+    assert "without imagesTs" in err and "--split test" in err
+    del run_split["test"]
+    (out / "splits.json").write_text(json.dumps(run_split))
+    assert main(["predict", "--run", str(out), "--split", "test", "--output", str(pred)]) == 1
+    assert "records no 'test' cases" in capsys.readouterr().err
 
 
 def test_workers_give_the_same_batches(kvasir, tmp_path):

@@ -202,7 +202,7 @@ def _workflow(out: Path, settings: dict[str, Any], cache_dir, overwrite: bool, d
         make_demo_dataset,
     )
     from mambaseg.evaluation.evaluate import evaluate_folders
-    from mambaseg.inference.predictor import Predictor
+    from mambaseg.inference.predictor import Predictor, run_split_files
     from mambaseg.models import model_info
     from mambaseg.training.trainer import TrainConfig, train
 
@@ -276,7 +276,7 @@ def _workflow(out: Path, settings: dict[str, Any], cache_dir, overwrite: bool, d
     n_params = sum(p.numel() for p in predictor.model.parameters())
     pred_dir = out / "predictions"
     (pred_dir / f"{test_case}.nrrd").unlink(missing_ok=True)
-    written = predictor.predict_files(dataset / "imagesTs", pred_dir, progress=progress)
+    written = predictor.predict_files(run_split_files(run_dir, "test"), pred_dir, progress=progress)
     image, im_meta = read_image(dataset / "imagesTs" / f"{test_case}_0000.nrrd")
     pred, pr_meta = read_image(written[0])
     same = (pred.shape == image.shape and np.allclose(pr_meta.spacing, im_meta.spacing)

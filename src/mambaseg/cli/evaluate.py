@@ -6,12 +6,14 @@ folder, as nnU-Net's ``nnUNetv2_evaluate_folder``) and prints a per-class table.
 Example::
 
     mambaseg evaluate --pred preds/ --ref raw/Dataset027_ACDC/labelsTs --labels 1 2 3
+    mambaseg evaluate --pred preds/ --ref raw/Dataset001_Kvasir/labelsTr --pred-cases-only   # test cases only
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -24,6 +26,9 @@ def add_evaluate_parser(subparsers: argparse._SubParsersAction) -> argparse.Argu
                    help="labels to evaluate (default: dataset.json next to --ref, else all non-zero reference values)")
     p.add_argument("--nsd-tolerance", type=float, default=1.0, help="NSD tolerance in mm (default 1.0)")
     p.add_argument("--out", default=None, help="where cases.csv and summary.json go (default: --pred)")
+    p.add_argument("--pred-cases-only", action="store_true",
+                   help="evaluate only the cases that have a prediction (nnU-Net's -chill), e.g. the test cases "
+                        "against labelsTr; by default every reference needs a prediction")
     return p
 
 
@@ -55,10 +60,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else args.pred
     try:
         summary = evaluate_folders(args.pred, args.ref, labels=args.labels, nsd_tolerance_mm=args.nsd_tolerance,
-                                   out=out, progress=True)
+                                   out=out, all_references=not args.pred_cases_only, progress=True)
     except (FileNotFoundError, ValueError, ImageReadError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(format_table(summary))
-    print(f"wrote {out}/cases.csv and {out}/summary.json")
+    print(f"wrote {Path(out) / 'cases.csv'} and {Path(out) / 'summary.json'}")
     return 0

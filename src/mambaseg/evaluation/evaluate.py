@@ -68,16 +68,22 @@ def _image_files(folder: Path) -> dict[str, Path]:
     return out
 
 
-def pair_files(pred_dir: PathLike, ref_dir: PathLike) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
+def pair_files(pred_dir: PathLike, ref_dir: PathLike, *,
+               all_references: bool = True) -> tuple[list[tuple[str, Path, Path]], list[Path]]:
     """Pair predictions with references by case id.
+
+    Args:
+        pred_dir, ref_dir: the folders.
+        all_references: every reference needs a prediction (the default); False pairs only the predicted cases
+            (nnU-Net's ``-chill``), e.g. the test cases of a reference folder that also holds training cases.
 
     Returns:
         ``(pairs, extra)``: ``(case_id, prediction, reference)`` sorted by case id, and the predictions without a
         reference.
 
     Raises:
-        FileNotFoundError: a folder is missing, the reference folder has no image files, or references lack a
-            prediction (all missing cases are listed).
+        FileNotFoundError: a folder is missing, the reference folder has no image files, references lack a
+            prediction (all missing cases are listed; with ``all_references``), or no prediction has a reference.
     """
     preds, refs = _image_files(Path(pred_dir)), _image_files(Path(ref_dir))
     if not refs:
@@ -95,9 +101,12 @@ def pair_files(pred_dir: PathLike, ref_dir: PathLike) -> tuple[list[tuple[str, P
             used.add(by_id[key])
         else:
             missing.append(ref.name)
-    if missing:
+    if missing and all_references:
         raise FileNotFoundError(f"{len(missing)} reference case(s) have no prediction in {pred_dir}: "
-                                f"{', '.join(missing)}")
+                                f"{', '.join(missing)} (to evaluate only the predicted cases, pass "
+                                f"--pred-cases-only / all_references=False)")
+    if not pairs:
+        raise FileNotFoundError(f"no prediction in {pred_dir} has a reference in {ref_dir}")
     extra = [f for f in preds.values() if f not in used]
     return pairs, extra
 
@@ -150,7 +159,7 @@ def _write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def evaluate_folders(pred_dir: PathLike, ref_dir: PathLike, labels: LabelSpec | None = None,
                      nsd_tolerance_mm: float = 1.0, out: PathLike | None = None, *,
-                     progress: bool = False) -> dict[str, Any]:
+                     all_references: bool = True, progress: bool = False) -> dict[str, Any]:
     """Compute per-case, per-class metrics of a prediction folder against a reference folder.
 
     Args:
@@ -160,6 +169,8 @@ def evaluate_folders(pred_dir: PathLike, ref_dir: PathLike, labels: LabelSpec | 
             a ``dataset.json`` next to the references, else all non-zero values found in the references.
         nsd_tolerance_mm: NSD tolerance in mm.
         out: folder to write ``cases.csv`` (one row per case and class) and ``summary.json``; None writes nothing.
+        all_references: every reference needs a prediction; False evaluates the predicted cases only
+            (:func:`pair_files`).
         progress: show a tqdm bar over cases.
 
     Returns:
@@ -176,7 +187,7 @@ def evaluate_folders(pred_dir: PathLike, ref_dir: PathLike, labels: LabelSpec | 
     from .. import __version__
 
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
-    pairs, extra = pair_files(pred_dir, ref_dir)
+    pairs, extra = pair_files(pred_dir, ref_dir, all_references=all_references)
     if extra:
         warnings.warn(f"{len(extra)} prediction(s) in {pred_dir} have no reference and are ignored: "
                       f"{', '.join(f.name for f in extra)}", stacklevel=2)
@@ -245,6 +256,7 @@ def evaluate_folders(pred_dir: PathLike, ref_dir: PathLike, labels: LabelSpec | 
         "nsd_tolerance_mm": float(nsd_tolerance_mm),
         "spacing_from": "reference",
         "n_cases": len(loaded),
+        "cases": "predicted cases only" if not all_references else "every reference",
         "extra_predictions": [f.name for f in extra],
         "mambaseg_version": __version__,
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -49,7 +49,7 @@ from ..data.plan import Plan
 from ..data.preprocessing import preprocess_image, revert_probabilities
 from .sliding_window import predict_with_tta, sliding_window_inference
 
-__all__ = ["Predictor", "find_cases", "load_case_files"]
+__all__ = ["Predictor", "find_cases", "load_case_files", "run_split_files"]
 
 PathLike = str | Path
 _CHANNEL_RE = re.compile(r"(?P<case>.+)_(?P<channel>\d{4})\Z")
@@ -83,7 +83,12 @@ def find_cases(inputs: PathLike | Sequence[PathLike]) -> dict[str, list[Path]]:
         if not root.exists():
             raise FileNotFoundError(f"input not found: {root}")
         if root.is_dir():
-            if (root / "dataset.json").is_file() and (root / "imagesTs").is_dir():
+            if (root / "dataset.json").is_file():
+                if not (root / "imagesTs").is_dir():
+                    raise FileNotFoundError(
+                        f"{root} is an nnU-Net raw dataset without imagesTs, the folder predicted for a dataset; "
+                        f"predict a run's held-out cases with --split test (Python: run_split_files), or pass "
+                        f"a folder of images")
                 root = root / "imagesTs"
             files = sorted(f for f in root.iterdir() if _is_image_file(f))
             if not files:
@@ -124,6 +129,52 @@ def find_cases(inputs: PathLike | Sequence[PathLike]) -> dict[str, list[Path]]:
                              f"{case!r}")
         cases[case] = [f]
     return dict(sorted(cases.items()))
+
+
+def run_split_files(run_dir: PathLike, split: str = "test") -> list[Path]:
+    """The image files of a training run's ``split`` cases, read from the run's dataset.
+
+    ``RUN_DIR/splits.json`` (written by training) names the cases: ``train``, ``val``, or ``test`` (the held-out
+    cases: the split's test list, else the dataset's ``imagesTs``); ``RUN_DIR/config.yaml`` names the dataset
+    (``data``). A case is looked up in ``imagesTr``, then ``imagesTs``.
+
+    Returns:
+        The channel files of every case, in case order (input of :meth:`Predictor.predict_files`).
+
+    Raises:
+        FileNotFoundError: the run's splits.json, config.yaml or dataset is missing.
+        ValueError: ``split`` is not in the run's splits.json (runs trained before the ``test`` list was recorded),
+            or names no case, or a case is in neither images folder.
+    """
+    import json
+
+    import yaml
+
+    from ..data.nnunet_raw import RawDataset
+
+    run = Path(run_dir)
+    splits_path, cfg_path = run / "splits.json", run / "config.yaml"
+    for p in (splits_path, cfg_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found: is {run} a mambaseg run folder?")
+    splits = json.loads(splits_path.read_text())
+    if split not in splits:
+        kept = sorted(k for k in splits if k != "source")
+        raise ValueError(f"{splits_path} records no {split!r} cases, only {kept} (older runs lack the test list): "
+                         f"pass the images instead")
+    cases = list(splits[split])
+    if not cases:
+        raise ValueError(f"{splits_path}: the run's {split!r} split is empty (split: {splits.get('source', '?')})")
+    data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data")
+    if not data or not Path(data).is_dir():
+        raise FileNotFoundError(f"the run's dataset {data!r} (config.yaml 'data') is not a folder here; run from the "
+                                f"folder the run was trained from, or pass the images instead")
+    raw = RawDataset(data)
+    missing = [c for c in cases if c not in raw.cases and c not in raw.test_cases]
+    if missing:
+        raise ValueError(f"{splits_path}: {split} case(s) {missing[:5]} are in neither {raw.path / 'imagesTr'} nor "
+                         f"{raw.path / 'imagesTs'}")
+    return [f for c in cases for f in raw.image_files(c, test=c not in raw.cases)]
 
 
 def load_case_files(files: Sequence[Path]) -> tuple[np.ndarray, ImageMeta]:

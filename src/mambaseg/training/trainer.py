@@ -6,8 +6,9 @@ One loop (:func:`train`) serves every model; variants come from the config (pres
 1. Resolve the config (explicit values > family preset > :data:`~mambaseg.training.presets.BASE_DEFAULTS`).
 2. Prepare ``RUN_DIR``: refuse to overwrite a run that holds a checkpoint unless ``resume`` or ``overwrite``.
 3. Split (``splits_file``, else ``splits.json`` in the dataset if present, else nnU-Net 5-fold with seed 12345, or
-   a seeded 80/10/10 ``holdout``), plan (:func:`mambaseg.data.planning.make_plan` on the training cases),
-   preprocess and cache.
+   a seeded 80/10/10 ``holdout``; its test cases, or else the ``imagesTs`` cases, are recorded as the run's
+   held-out ``test`` list in ``RUN_DIR/splits.json``, which ``mambaseg predict --split test`` predicts), plan
+   (:func:`mambaseg.data.planning.make_plan` on the training cases), preprocess and cache.
 4. Train with nnU-Net-style patch sampling and augmentation; validate every ``val_every`` iterations on whole
    validation cases (sliding window with the plan's patch, 2D-on-3D slice by slice), per-case Dice on the
    preprocessed grid; log to ``log.csv`` (and TensorBoard when importable); write ``checkpoint_latest.pt`` at every
@@ -20,9 +21,13 @@ Run folder::
             checkpoint_latest.pt  checkpoint_best.pt  preprocessed/{case}.npy|_seg.npy|.json  [tensorboard/]
 
 Exact resume: the sampler draws batch ``i`` from ``default_rng([seed, i])`` and the checkpoint holds the model,
-optimizer, scheduler, GradScaler, iteration, torch/numpy/python RNG states and the sampler state, so ``N`` iterations
-+ resume ``N`` gives the weights of one ``2N`` run (bitwise on CPU with ``num_workers=0``; GPU kernels may not be
-deterministic). A time budget is resumable but not reproducible (it depends on the clock).
+optimizer, scheduler, GradScaler, iteration, torch/numpy/python RNG states and the sampler state, so a run of ``T``
+iterations that stopped after ``N`` (Ctrl-C, a crash, a killed job) and is resumed gives the weights of the
+uninterrupted ``T``-iteration run (bitwise on CPU with ``num_workers=0``; GPU kernels may not be deterministic).
+Resuming a finished run with a larger ``iterations`` continues training with the schedule stretched to the new end,
+but its first iterations followed the schedule of the first budget, so the result differs from one run of the
+larger budget. A time budget is resumable but not
+reproducible (it depends on the clock).
 """
 
 from __future__ import annotations
@@ -246,7 +251,8 @@ def _build_model(cfg: TrainConfig, plan) -> torch.nn.Module:
     return create_model_for_plan(cfg.model, plan, cfg.model_kwargs, cfg.deep_supervision)
 
 
-def _split(raw, cfg: TrainConfig) -> tuple[list[str], list[str], str]:
+def _split(raw, cfg: TrainConfig) -> tuple[list[str], list[str], list[str], str]:
+    """``(train, val, test, source)`` case ids; test: the split's own test list, empty for nnU-Net folds."""
     from mambaseg.data.splits import load_splits, make_folds, make_splits
 
     f = Path(cfg.splits_file) if cfg.splits_file else raw.path / "splits.json"
@@ -260,17 +266,17 @@ def _split(raw, cfg: TrainConfig) -> tuple[list[str], list[str], str]:
             s, source = s[cfg.fold], f"{f} fold {cfg.fold}"
         else:
             source = str(f)
-        return list(s["train"]), list(s.get("val", [])), source
+        return list(s["train"]), list(s.get("val", [])), list(s.get("test", [])), source
     cases = raw.cases
     if cfg.split == "holdout" or len(cases) < 5:
         seed = 0 if cfg.split_seed is None else cfg.split_seed
         s = make_splits(cases, seed=seed)
-        return s["train"], s["val"], f"holdout 80/10/10 seed {seed}"
+        return s["train"], s["val"], s["test"], f"holdout 80/10/10 seed {seed}"
     if cfg.split != "5fold":
         raise ValueError(f"unknown split {cfg.split!r}; choose 5fold or holdout")
     seed = 12345 if cfg.split_seed is None else cfg.split_seed
-    return make_folds(cases, 5, seed)[cfg.fold]["train"], make_folds(cases, 5, seed)[cfg.fold]["val"], \
-        f"5-fold seed {seed} fold {cfg.fold}"
+    fold = make_folds(cases, 5, seed)[cfg.fold]
+    return fold["train"], fold["val"], [], f"5-fold seed {seed} fold {cfg.fold}"
 
 
 # ------------------------------------------------------------------------------------------------ validation
@@ -591,10 +597,11 @@ class _Run:
                 plan = Plan.load(run_dir / "plan.json")
                 s = load_splits(run_dir / "splits.json")
                 train_cases, val_cases, source = list(s["train"]), list(s["val"]), s.get("source", "run folder")
+                held_out = list(s.get("test", []))
             else:
                 if cfg.resume:
                     logger.warning("--resume: no %s; starting a new training", ckpts[0])
-                train_cases, val_cases, source = _split(raw, cfg)
+                train_cases, val_cases, held_out, source = _split(raw, cfg)
                 missing = sorted(set(train_cases) - set(raw.cases))
                 if missing:
                     raise ValueError(f"split {source}: training cases {missing[:5]} are not in {raw.path / 'imagesTr'}")
@@ -607,6 +614,11 @@ class _Run:
             unknown = sorted(set(test_cases) - set(raw.test_cases))
             if unknown:
                 raise ValueError(f"split {source}: validation cases {unknown[:5]} are neither in imagesTr nor imagesTs")
+            if not held_out:  # nnU-Net's convention: imagesTs is the test set
+                held_out = [c for c in raw.test_cases if c not in val_cases]
+            unknown = sorted(set(held_out) - set(raw.cases) - set(raw.test_cases))
+            if unknown:
+                raise ValueError(f"split {source}: test cases {unknown[:5]} are neither in imagesTr nor imagesTs")
             if not val_cases:
                 logger.warning("no validation cases: validation Dice is NaN and checkpoint_best.pt is not written")
             self.plan, self.train_cases, self.val_cases = plan, train_cases, val_cases
@@ -614,7 +626,8 @@ class _Run:
             (run_dir / "config.yaml").write_text(yaml.safe_dump({**resolved, "resolved_preset": preset_name},
                                                                 sort_keys=False))
             plan.save(run_dir / "plan.json")
-            _write_json(run_dir / "splits.json", {"train": train_cases, "val": val_cases, "source": source})
+            _write_json(run_dir / "splits.json", {"train": train_cases, "val": val_cases, "test": held_out,
+                                                  "source": source})
             _write_json(run_dir / "seeds.json", {"seed": cfg.seed, "split_seed": cfg.split_seed, "split": source,
                                                  "sampler": "batch i drawn from numpy default_rng([seed, i])"})
             if self.checkpoint is None or not (run_dir / "environment.json").exists():
