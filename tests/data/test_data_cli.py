@@ -39,9 +39,10 @@ def test_convert_again_is_refused_and_overwrite_replaces_every_case(tmp_path, ca
     dataset.json (numTraining 5) and `data check` failed.
     """
     src = tmp_path / "src"
+    rng = np.random.default_rng(0)
     for i in range(6):
-        write_image(np.full((6, 7), 40 * i, np.uint8), None, src / "images" / f"im{i}.png")
-        write_image(np.eye(6, 7, dtype=np.uint8) * 255, None, src / "masks" / f"im{i}.png")
+        write_image(rng.integers(0, 256, (32, 32), dtype=np.uint8), None, src / "images" / f"im{i}.png")
+        write_image(np.eye(32, dtype=np.uint8) * 255, None, src / "masks" / f"im{i}.png")
     argv = ["data", "convert", "--format", "folders2d", str(src), str(tmp_path / "raw"), "--id", "9", "--name", "Toy"]
     folder = tmp_path / "raw" / "Dataset009_Toy"
     assert main(argv) == 0
@@ -51,6 +52,13 @@ def test_convert_again_is_refused_and_overwrite_replaces_every_case(tmp_path, ca
     err = capsys.readouterr().err
     assert "already holds a converted dataset" in err and "--overwrite" in err and str(folder) in err
     assert len(list((folder / "imagesTr").iterdir())) == 6  # nothing touched by the refused call
+    good = (src / "images" / "im1.png").read_bytes()
+    (src / "images" / "im1.png").write_bytes(good[: len(good) // 2])  # truncated: found while writing the cases
+    assert main(argv + ["--limit", "3", "--overwrite"]) == 1
+    assert "im1.png" in capsys.readouterr().err
+    assert len(list((folder / "imagesTr").iterdir())) == 6 and (folder / "dataset.json").is_file()  # kept
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["Dataset009_Toy"]  # nothing half-written
+    (src / "images" / "im1.png").write_bytes(good)
     assert main(argv + ["--limit", "3", "--overwrite"]) == 0
     assert sorted(p.name for p in (folder / "imagesTr").iterdir()) == [f"im{i}_0000.png" for i in range(3)]
     assert len(list((folder / "labelsTr").iterdir())) == 3

@@ -95,23 +95,41 @@ def test_missing_dataset_json_is_clear(tmp_path):
         RawDataset(tmp_path)
 
 
-def test_prepare_dataset_folder_refuses_a_converted_folder_unless_overwrite(tmp_path):
-    from mambaseg.data.nnunet_raw import prepare_dataset_folder
+def test_staged_dataset_folder_refuses_replaces_and_loses_nothing_on_error(tmp_path):
+    from mambaseg.data.nnunet_raw import StagedDatasetFolder
 
-    folder = prepare_dataset_folder(tmp_path, 7, "Toy")
-    assert folder == tmp_path / "Dataset007_Toy" and (folder / "imagesTr").is_dir() and (folder / "labelsTr").is_dir()
-    assert prepare_dataset_folder(tmp_path, 7, "Toy") == folder  # empty sub-folders are not a conversion
-    for held in ("dataset.json", "imagesTs/a_0000.nii.gz", "labelsTr/a.nii.gz"):
-        path = folder / held
-        path.parent.mkdir(exist_ok=True)
-        path.write_text("x")
+    staged = StagedDatasetFolder(tmp_path, 7, "Toy")
+    with staged as folder:
+        assert folder.name == "Dataset007_Toy" and folder != staged.final and (folder / "imagesTr").is_dir()
+        (folder / "imagesTr" / "a_0000.nii.gz").write_text("a")
+        (folder / "dataset.json").write_text("{}")
+        assert not staged.final.exists()  # nothing in place before the conversion finished
+    final = staged.final
+    assert final == tmp_path / "Dataset007_Toy" and (final / "imagesTr" / "a_0000.nii.gz").read_text() == "a"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset007_Toy"]  # no staging folder left
+    for held in ("dataset.json", "imagesTr/a_0000.nii.gz"):
         with pytest.raises(FileExistsError, match=held.split("/")[0]):
-            prepare_dataset_folder(tmp_path, 7, "Toy")
-        path.unlink()
-    for held in ("dataset.json", "splits.json", "imagesTr/a_0000.nii.gz", "imagesTs/b_0000.nii.gz",
-                 "labelsTs/b.nii.gz", "other/keep.txt"):
-        (folder / held).parent.mkdir(exist_ok=True)
-        (folder / held).write_text("x")
-    prepare_dataset_folder(tmp_path, 7, "Toy", overwrite=True)
-    assert sorted(p.name for p in folder.iterdir()) == ["imagesTr", "labelsTr", "other"]
-    assert not any((folder / "imagesTr").iterdir()) and (folder / "other" / "keep.txt").is_file()
+            StagedDatasetFolder(tmp_path, 7, "Toy")
+    (final / "other.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="corrupt source"), StagedDatasetFolder(tmp_path, 7, "Toy", True) as folder:
+        (folder / "imagesTr" / "b_0000.nii.gz").write_text("b")
+        raise RuntimeError("corrupt source")
+    assert sorted(p.name for p in (final / "imagesTr").iterdir()) == ["a_0000.nii.gz"]  # the old dataset stays
+    assert (final / "dataset.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["Dataset007_Toy"]
+    with StagedDatasetFolder(tmp_path, 7, "Toy", overwrite=True) as folder:
+        (folder / "imagesTr" / "b_0000.nii.gz").write_text("b")
+    assert sorted(p.name for p in final.iterdir()) == ["imagesTr", "labelsTr", "other.txt"]
+    assert sorted(p.name for p in (final / "imagesTr").iterdir()) == ["b_0000.nii.gz"]
+
+
+def test_load_case_names_the_file_of_a_missing_channel_or_a_label_on_another_grid(tmp_path):
+    folder = make_3d_dataset(tmp_path)
+    (folder / "imagesTr" / "case_001_0001.nii.gz").unlink()
+    meta = ImageMeta((2.0, 0.9, 0.5), (1.0, 2.0, 3.0), tuple(np.eye(3)[:, ::-1].ravel()))
+    write_image(np.zeros((4, 5, 6), np.uint8), meta, folder / "labelsTr" / "case_002.nii.gz", label=True)
+    ds = RawDataset(folder)
+    with pytest.raises(ValueError, match=r"case_001_0001\.nii\.gz.*2 channel"):
+        ds.load_case("case_001")
+    with pytest.raises(ValueError, match=r"case_002\.nii\.gz: label spacing .* != image spacing"):
+        ds.load_case("case_002")
+    assert ds.load_case("case_000")[1] is not None

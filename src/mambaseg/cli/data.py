@@ -71,6 +71,7 @@ def _convert(args: argparse.Namespace) -> int:
         convert_folders_2d,
         convert_msd,
     )
+    from ..data.io import ImageReadError
 
     try:
         if args.format == "acdc_h5":
@@ -106,7 +107,7 @@ def _convert(args: argparse.Namespace) -> int:
             name = args.name or Path(args.src).resolve().name.replace(" ", "_").replace("-", "_")
             folder = convert_folders_2d(args.src, args.out, args.id, name, limit=args.limit, overwrite=args.overwrite,
                                         progress=True)
-    except (FileNotFoundError, ValueError, OSError) as err:
+    except (FileNotFoundError, ValueError, OSError, ImageReadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {folder}")

@@ -36,7 +36,7 @@ from .io import (
     read_image,
     write_image,
 )
-from .nnunet_raw import generate_dataset_json, prepare_dataset_folder
+from .nnunet_raw import StagedDatasetFolder, generate_dataset_json
 from .splits import make_splits, save_splits
 
 __all__ = ["MASK_SUFFIXES", "convert_acdc_h5", "convert_folders_2d", "convert_msd", "pair_images_and_masks"]
@@ -93,7 +93,7 @@ def convert_acdc_h5(
         name: dataset name.
         limit: convert only the first ``limit`` (sorted) ids of each list.
         overwrite: replace a dataset folder that already holds a conversion
-            (:func:`mambaseg.data.nnunet_raw.prepare_dataset_folder`).
+            (:func:`mambaseg.data.nnunet_raw.StagedDatasetFolder`).
         progress: show tqdm bars.
 
     Returns:
@@ -121,44 +121,45 @@ def convert_acdc_h5(
     if not train:
         raise ValueError(f"{src}: no training slices found")
 
-    folder = prepare_dataset_folder(out_root, dataset_id, name, overwrite)
+    staged = StagedDatasetFolder(out_root, dataset_id, name, overwrite)
+    with staged as folder:
 
-    def convert(h5_path: Path, image_out: Path, label_out: Path) -> None:
-        if not h5_path.is_file():
-            raise FileNotFoundError(f"listed case missing: {h5_path}")
-        with h5py.File(h5_path, "r") as fh:
-            if "image" not in fh or "label" not in fh:
-                raise ValueError(f"{h5_path}: expected keys 'image' and 'label', found {list(fh.keys())}")
-            image = np.asarray(fh["image"], dtype=np.float32)
-            label = np.asarray(fh["label"])
-        if image.shape != label.shape:
-            raise ValueError(f"{h5_path}: image shape {image.shape} != label shape {label.shape}")
-        if image.ndim == 2:
-            image, label = image[None], label[None]
-        meta = ImageMeta.identity(3)
-        write_image(image, meta, image_out)
-        write_image(label, meta, label_out, label=True)
+        def convert(h5_path: Path, image_out: Path, label_out: Path) -> None:
+            if not h5_path.is_file():
+                raise FileNotFoundError(f"listed case missing: {h5_path}")
+            with h5py.File(h5_path, "r") as fh:
+                if "image" not in fh or "label" not in fh:
+                    raise ValueError(f"{h5_path}: expected keys 'image' and 'label', found {list(fh.keys())}")
+                image = np.asarray(fh["image"], dtype=np.float32)
+                label = np.asarray(fh["label"])
+            if image.shape != label.shape:
+                raise ValueError(f"{h5_path}: image shape {image.shape} != label shape {label.shape}")
+            if image.ndim == 2:
+                image, label = image[None], label[None]
+            meta = ImageMeta.identity(3)
+            write_image(image, meta, image_out)
+            write_image(label, meta, label_out, label=True)
 
-    for case in _progress(train, progress, "ACDC slices"):
-        convert(slices_dir / f"{case}.h5", folder / "imagesTr" / f"{case}_0000.nii.gz",
-                folder / "labelsTr" / f"{case}.nii.gz")
-    if val or test:
-        (folder / "imagesTs").mkdir(exist_ok=True)
-        (folder / "labelsTs").mkdir(exist_ok=True)
-    for case in _progress(val + test, progress, "ACDC volumes"):
-        convert(vol_dir / f"{case}.h5", folder / "imagesTs" / f"{case}_0000.nii.gz",
-                folder / "labelsTs" / f"{case}.nii.gz")
-    generate_dataset_json(
-        folder, {0: "MRI"}, {"background": 0, "RV": 1, "MYO": 2, "LV": 3}, len(train), ".nii.gz",
-        dataset_name=folder.name,
-        description="ACDC cine-MRI, SSL4MIS preprocessing: 2-D training slices stored as (1, H, W) NIfTI, "
-                    "val/test 3-D volumes in imagesTs/labelsTs; spacing unknown (1.0)",
-        reference="Bernard et al., IEEE TMI 2018; SSL4MIS (Luo et al.)",
-        license="non-commercial research (ACDC)",
-        splits="splits.json: train = imagesTr slice ids, val/test = imagesTs volume ids (SSL4MIS lists)",
-    )
-    save_splits({"train": train, "val": val, "test": test}, folder / "splits.json")
-    return folder
+        for case in _progress(train, progress, "ACDC slices"):
+            convert(slices_dir / f"{case}.h5", folder / "imagesTr" / f"{case}_0000.nii.gz",
+                    folder / "labelsTr" / f"{case}.nii.gz")
+        if val or test:
+            (folder / "imagesTs").mkdir(exist_ok=True)
+            (folder / "labelsTs").mkdir(exist_ok=True)
+        for case in _progress(val + test, progress, "ACDC volumes"):
+            convert(vol_dir / f"{case}.h5", folder / "imagesTs" / f"{case}_0000.nii.gz",
+                    folder / "labelsTs" / f"{case}.nii.gz")
+        generate_dataset_json(
+            folder, {0: "MRI"}, {"background": 0, "RV": 1, "MYO": 2, "LV": 3}, len(train), ".nii.gz",
+            dataset_name=folder.name,
+            description="ACDC cine-MRI, SSL4MIS preprocessing: 2-D training slices stored as (1, H, W) NIfTI, "
+                        "val/test 3-D volumes in imagesTs/labelsTs; spacing unknown (1.0)",
+            reference="Bernard et al., IEEE TMI 2018; SSL4MIS (Luo et al.)",
+            license="non-commercial research (ACDC)",
+            splits="splits.json: train = imagesTr slice ids, val/test = imagesTs volume ids (SSL4MIS lists)",
+        )
+        save_splits({"train": train, "val": val, "test": test}, folder / "splits.json")
+    return staged.final
 
 
 # ============================================================================================ 2-D folders
@@ -322,7 +323,7 @@ def convert_folders_2d(
         split_seed: write ``splits.json`` (seeded 80/10/10 train/val/test over imagesTr case ids via
             :func:`mambaseg.data.splits.make_splits`); None writes none.
         overwrite: replace a dataset folder that already holds a conversion
-            (:func:`mambaseg.data.nnunet_raw.prepare_dataset_folder`).
+            (:func:`mambaseg.data.nnunet_raw.StagedDatasetFolder`).
         progress: show tqdm bars.
 
     Returns:
@@ -346,29 +347,31 @@ def convert_folders_2d(
                 colour = True
                 break
     mapping = _decide_mapping(pairs, threshold, max_classes, progress)
-    folder = prepare_dataset_folder(out_root, dataset_id, name, overwrite)
-    for case, img_path, mask_path in _progress(pairs, progress, "images"):
-        image, _ = read_image(img_path)
-        if colour:
-            image = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
-        mask = _mask_to_2d(read_image(mask_path)[0], mask_path, image_extension(mask_path) in LOSSY_EXTENSIONS)
-        if mask.shape != image.shape[:2]:
-            raise ValueError(f"size mismatch: image {img_path} is {image.shape[:2]}, mask {mask_path} is {mask.shape}")
-        write_image(image, None, folder / "imagesTr" / f"{case}_0000.png")
-        write_image(_apply_mapping(mask, mapping, mask_path), None, folder / "labelsTr" / f"{case}.png", label=True)
-    if mapping["mode"] == "threshold":
-        labels = {"background": 0, foreground_name: 1}
-    else:
-        n = len(mapping["values"]) if mapping["mode"] == "map" else max(mapping["values"]) + 1
-        n = max(n, 2)
-        labels = {"background": 0, **({foreground_name: 1} if n == 2 else {f"class_{i}": i for i in range(1, n)})}
-    channels = {0: "R", 1: "G", 2: "B"} if colour else {0: "grey"}
-    cases = [c for c, _, _ in pairs]
-    generate_dataset_json(folder, channels, labels, len(cases), ".png", dataset_name=folder.name,
-                          description=f"converted from {src.name} by mambaseg", mask_mapping=mapping)
-    if split_seed is not None and len(cases) >= 3:
-        make_splits(cases, seed=split_seed, out=folder / "splits.json")
-    return folder
+    staged = StagedDatasetFolder(out_root, dataset_id, name, overwrite)
+    with staged as folder:
+        for case, img_path, mask_path in _progress(pairs, progress, "images"):
+            image, _ = read_image(img_path)
+            if colour:
+                image = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image[..., :3]
+            mask = _mask_to_2d(read_image(mask_path)[0], mask_path, image_extension(mask_path) in LOSSY_EXTENSIONS)
+            if mask.shape != image.shape[:2]:
+                raise ValueError(f"size mismatch: image {img_path} is {image.shape[:2]}, mask {mask_path} is "
+                                 f"{mask.shape}")
+            write_image(image, None, folder / "imagesTr" / f"{case}_0000.png")
+            write_image(_apply_mapping(mask, mapping, mask_path), None, folder / "labelsTr" / f"{case}.png", label=True)
+        if mapping["mode"] == "threshold":
+            labels = {"background": 0, foreground_name: 1}
+        else:
+            n = len(mapping["values"]) if mapping["mode"] == "map" else max(mapping["values"]) + 1
+            n = max(n, 2)
+            labels = {"background": 0, **({foreground_name: 1} if n == 2 else {f"class_{i}": i for i in range(1, n)})}
+        channels = {0: "R", 1: "G", 2: "B"} if colour else {0: "grey"}
+        cases = [c for c, _, _ in pairs]
+        generate_dataset_json(folder, channels, labels, len(cases), ".png", dataset_name=folder.name,
+                              description=f"converted from {src.name} by mambaseg", mask_mapping=mapping)
+        if split_seed is not None and len(cases) >= 3:
+            make_splits(cases, seed=split_seed, out=folder / "splits.json")
+    return staged.final
 
 
 def _pil():
@@ -402,7 +405,7 @@ def convert_msd(
         name: defaults to Name from the task name.
         limit: convert only the first ``limit`` training and test cases.
         overwrite: replace a dataset folder that already holds a conversion
-            (:func:`mambaseg.data.nnunet_raw.prepare_dataset_folder`).
+            (:func:`mambaseg.data.nnunet_raw.StagedDatasetFolder`).
         progress: show tqdm bars.
 
     Returns:
@@ -422,42 +425,44 @@ def convert_msd(
     if not modality or "labels" not in info:
         raise ValueError(f"{src / 'dataset.json'}: needs 'modality' and 'labels' (MSD format)")
     n_channels = len(modality)
-    folder = prepare_dataset_folder(out_root, int(dataset_id), name, overwrite)
+    staged = StagedDatasetFolder(out_root, int(dataset_id), name, overwrite)
+    with staged as folder:
 
-    def cases_in(sub: str) -> list[Path]:
-        d = src / sub
-        if not d.is_dir():
-            return []
-        files = sorted(p for p in d.iterdir() if p.name.endswith(".nii.gz") and p.name[0] not in "._")
-        return files[:limit] if limit is not None else files
+        def cases_in(sub: str) -> list[Path]:
+            d = src / sub
+            if not d.is_dir():
+                return []
+            files = sorted(p for p in d.iterdir() if p.name.endswith(".nii.gz") and p.name[0] not in "._")
+            return files[:limit] if limit is not None else files
 
-    def split(path: Path, out_dir: Path) -> str:
-        case = path.name[: -len(".nii.gz")]
-        out_dir.mkdir(parents=True, exist_ok=True)
-        arr, meta = read_image(path)
-        if arr.ndim == 3 and n_channels == 1:
-            shutil.copyfile(path, out_dir / f"{case}_0000.nii.gz")
+        def split(path: Path, out_dir: Path) -> str:
+            case = path.name[: -len(".nii.gz")]
+            out_dir.mkdir(parents=True, exist_ok=True)
+            arr, meta = read_image(path)
+            if arr.ndim == 3 and n_channels == 1:
+                shutil.copyfile(path, out_dir / f"{case}_0000.nii.gz")
+                return case
+            if arr.ndim != 4 or arr.shape[0] != n_channels:
+                raise ValueError(f"{path}: expected {n_channels} channel(s) (modality {modality}), got array "
+                                 f"{arr.shape}")
+            sub_meta = meta.subset((1, 2, 3))
+            for c in range(n_channels):
+                write_image(arr[c], sub_meta, out_dir / f"{case}_{c:04d}.nii.gz")
             return case
-        if arr.ndim != 4 or arr.shape[0] != n_channels:
-            raise ValueError(f"{path}: expected {n_channels} channel(s) (modality {modality}), got array {arr.shape}")
-        sub_meta = meta.subset((1, 2, 3))
-        for c in range(n_channels):
-            write_image(arr[c], sub_meta, out_dir / f"{case}_{c:04d}.nii.gz")
-        return case
 
-    train = []
-    for p in _progress(cases_in("imagesTr"), progress, "imagesTr"):
-        case = split(p, folder / "imagesTr")
-        label = src / "labelsTr" / p.name
-        if not label.is_file():
-            raise FileNotFoundError(f"label missing for {p}: {label}")
-        shutil.copyfile(label, folder / "labelsTr" / p.name)
-        train.append(case)
-    for p in _progress(cases_in("imagesTs"), progress, "imagesTs"):
-        split(p, folder / "imagesTs")
-    labels = {str(v): int(k) for k, v in info["labels"].items()}
-    extra = {k: info[k] for k in ("reference", "release", "tensorImageSize") if k in info}
-    generate_dataset_json(folder, dict(modality), labels, len(train), ".nii.gz", dataset_name=folder.name,
-                          description=info.get("description"), license=info.get("licence", info.get("license")),
-                          **extra)
-    return folder
+        train = []
+        for p in _progress(cases_in("imagesTr"), progress, "imagesTr"):
+            case = split(p, folder / "imagesTr")
+            label = src / "labelsTr" / p.name
+            if not label.is_file():
+                raise FileNotFoundError(f"label missing for {p}: {label}")
+            shutil.copyfile(label, folder / "labelsTr" / p.name)
+            train.append(case)
+        for p in _progress(cases_in("imagesTs"), progress, "imagesTs"):
+            split(p, folder / "imagesTs")
+        labels = {str(v): int(k) for k, v in info["labels"].items()}
+        extra = {k: info[k] for k in ("reference", "release", "tensorImageSize") if k in info}
+        generate_dataset_json(folder, dict(modality), labels, len(train), ".nii.gz", dataset_name=folder.name,
+                              description=info.get("description"), license=info.get("licence", info.get("license")),
+                              **extra)
+    return staged.final

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from .io import SITK_EXTENSIONS, ImageMeta, as_label_array, geometry_close, image_extension, read_image, write_image
-from .nnunet_raw import generate_dataset_json, prepare_dataset_folder
+from .nnunet_raw import StagedDatasetFolder, generate_dataset_json
 from .splits import save_splits
 
 __all__ = [
@@ -308,39 +308,41 @@ def convert_case_folders(
         found_values |= values
 
     # ---- write
-    folder = prepare_dataset_folder(out_root, dataset_id, name, overwrite)
-    test_cases = set(by_split["test"])
-    for s in ("imagesTs", "labelsTs") if test_cases else ():
-        (folder / s).mkdir()
-    iterator = selected
-    if progress:
-        from tqdm import tqdm
+    staged = StagedDatasetFolder(out_root, dataset_id, name, overwrite)
+    with staged as folder:
+        test_cases = set(by_split["test"])
+        for s in ("imagesTs", "labelsTs") if test_cases else ():
+            (folder / s).mkdir()
+        iterator = selected
+        if progress:
+            from tqdm import tqdm
 
-        iterator = tqdm(selected, desc="cases", leave=False)
-    for case in iterator:
-        img_dir, lab_dir = ("imagesTs", "labelsTs") if case in test_cases else ("imagesTr", "labelsTr")
-        *chan_files, label_file = cases[case]["files"]
-        for c, f in enumerate(chan_files):
-            _place(f, folder / img_dir / f"{case}_{c:04d}{file_ending}", link)
-        _place_label(label_file, folder / lab_dir / f"{case}{file_ending}", headers[case][-1][2], link)
-    out_labels = dict(labels) if labels is not None else {
-        "background": 0, **{f"label_{v}": v for v in sorted(found_values - {0})}}
-    if normalization is not None:
-        channel_names = dict(enumerate(normalization))
-        dataset_json_extra = {"channel_modalities": {str(i): n for i, n in enumerate(chan_names)},
-                              **dataset_json_extra}
-    else:
-        channel_names = dict(enumerate(chan_names))
-    with_splits = any(cases[c]["split"] is not None for c in selected)
-    n_train = len(by_split["train"]) + len(by_split["val"])
-    extra = {"source_files": {"channels": dict(channels), "label": label}, **dataset_json_extra}
-    if with_splits:
-        extra.setdefault("splits", "splits.json: train/val = imagesTr case ids, test = imagesTs case ids "
-                                   "(the source's split folders)")
-    generate_dataset_json(folder, channel_names, out_labels, n_train, file_ending, dataset_name=folder.name, **extra)
-    if with_splits:
-        save_splits(by_split, folder / "splits.json")
-    return folder
+            iterator = tqdm(selected, desc="cases", leave=False)
+        for case in iterator:
+            img_dir, lab_dir = ("imagesTs", "labelsTs") if case in test_cases else ("imagesTr", "labelsTr")
+            *chan_files, label_file = cases[case]["files"]
+            for c, f in enumerate(chan_files):
+                _place(f, folder / img_dir / f"{case}_{c:04d}{file_ending}", link)
+            _place_label(label_file, folder / lab_dir / f"{case}{file_ending}", headers[case][-1][2], link)
+        out_labels = dict(labels) if labels is not None else {
+            "background": 0, **{f"label_{v}": v for v in sorted(found_values - {0})}}
+        if normalization is not None:
+            channel_names = dict(enumerate(normalization))
+            dataset_json_extra = {"channel_modalities": {str(i): n for i, n in enumerate(chan_names)},
+                                  **dataset_json_extra}
+        else:
+            channel_names = dict(enumerate(chan_names))
+        with_splits = any(cases[c]["split"] is not None for c in selected)
+        n_train = len(by_split["train"]) + len(by_split["val"])
+        extra = {"source_files": {"channels": dict(channels), "label": label}, **dataset_json_extra}
+        if with_splits:
+            extra.setdefault("splits", "splits.json: train/val = imagesTr case ids, test = imagesTs case ids "
+                                       "(the source's split folders)")
+        generate_dataset_json(folder, channel_names, out_labels, n_train, file_ending, dataset_name=folder.name,
+                              **extra)
+        if with_splits:
+            save_splits(by_split, folder / "splits.json")
+    return staged.final
 
 
 def convert_brats2015_deepmedic(

@@ -21,21 +21,23 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .io import ImageMeta, as_label_array, read_image
+from .io import ImageMeta, as_label_array, geometry_close, read_image
 
 __all__ = [
     "REQUIRED_KEYS",
     "RawDataset",
+    "StagedDatasetFolder",
     "dataset_folder_name",
+    "expected_channel_indices",
     "generate_dataset_json",
     "has_regions",
     "label_values",
-    "prepare_dataset_folder",
     "scan_image_folder",
 ]
 
@@ -51,35 +53,62 @@ def dataset_folder_name(dataset_id: int, name: str) -> str:
     return f"Dataset{int(dataset_id):03d}_{name}"
 
 
-#: What a converter writes into a dataset folder; ``overwrite`` removes exactly these.
+#: What a converter writes into a dataset folder; ``overwrite`` replaces exactly these.
 _CONVERTED = ("imagesTr", "labelsTr", "imagesTs", "labelsTs", "dataset.json", "splits.json")
+_STAGING = ".mambaseg-converting"
 
 
-def prepare_dataset_folder(out_root: str | Path, dataset_id: int, name: str, overwrite: bool = False) -> Path:
-    """Create ``out_root/DatasetXXX_Name`` with empty ``imagesTr``/``labelsTr`` for a converter to fill.
+class StagedDatasetFolder:
+    """Where a converter writes ``out_root/DatasetXXX_Name``: a staging copy that replaces the folder on success.
 
-    A folder that already holds converted data (a non-empty images/labels folder or a ``dataset.json``) is refused,
-    so that a second conversion never mixes its cases with an earlier one's; ``overwrite=True`` first removes the
-    images and labels folders, ``dataset.json`` and ``splits.json`` (nothing else in the folder).
+    Usage::
+
+        staged = StagedDatasetFolder(out_root, 5, "Prostate", overwrite)   # refuses a converted folder here
+        with staged as folder:      # folder: out_root/.mambaseg-converting/Dataset005_Prostate, with imagesTr/labelsTr
+            ...write cases, dataset.json, splits.json...
+        return staged.final         # out_root/Dataset005_Prostate
+
+    A folder that already holds converted data (a non-empty images/labels folder, ``dataset.json`` or
+    ``splits.json``) is refused unless ``overwrite``, so that a second conversion never mixes its cases with an
+    earlier one's. The conversion is written to the staging folder; only when the ``with`` block ends without an
+    error does it replace the converted items of the final folder (nothing else there), so a corrupt source file
+    found half-way leaves the earlier dataset untouched and no half-written one.
 
     Raises:
-        FileExistsError: the folder holds converted data and ``overwrite`` is False.
+        FileExistsError: the final folder holds converted data and ``overwrite`` is False.
     """
-    folder = Path(out_root) / dataset_folder_name(dataset_id, name)
-    held = [n for n in _CONVERTED
-            if (folder / n).is_file() or ((folder / n).is_dir() and any((folder / n).iterdir()))]
-    if held:
-        if not overwrite:
-            raise FileExistsError(f"{folder} already holds a converted dataset ({', '.join(held)}); pass "
+
+    def __init__(self, out_root: str | Path, dataset_id: int, name: str, overwrite: bool = False) -> None:
+        self.final = Path(out_root) / dataset_folder_name(dataset_id, name)
+        self.path = Path(out_root) / _STAGING / self.final.name
+        held = [n for n in _CONVERTED if (self.final / n).is_file()
+                or ((self.final / n).is_dir() and any((self.final / n).iterdir()))]
+        if held and not overwrite:
+            raise FileExistsError(f"{self.final} already holds a converted dataset ({', '.join(held)}); pass "
                                   f"--overwrite (overwrite=True) to replace it, or choose another --id/--name")
-        for n in _CONVERTED:
-            if (folder / n).is_dir() and not (folder / n).is_symlink():
-                shutil.rmtree(folder / n)
-            else:
-                (folder / n).unlink(missing_ok=True)
-    for sub in ("imagesTr", "labelsTr"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
-    return folder
+
+    def __enter__(self) -> Path:
+        shutil.rmtree(self.path, ignore_errors=True)  # what an earlier, killed conversion left
+        for sub in ("imagesTr", "labelsTr"):
+            (self.path / sub).mkdir(parents=True)
+        return self.path
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.final.mkdir(parents=True, exist_ok=True)
+            for n in _CONVERTED:
+                old = self.final / n
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink(missing_ok=True)
+                if (self.path / n).exists():
+                    os.replace(self.path / n, old)
+        shutil.rmtree(self.path, ignore_errors=True)
+        try:
+            self.path.parent.rmdir()
+        except OSError:
+            pass  # another conversion is staging there too
 
 
 def has_regions(labels: dict[str, Any]) -> bool:
@@ -124,6 +153,13 @@ def scan_image_folder(folder: Path, file_ending: str) -> tuple[dict[str, dict[in
         else:
             unmatched.append(f)
     return cases, unmatched
+
+
+def expected_channel_indices(file_ending: str, num_channels: int, present: Iterable[int]) -> set[int]:
+    """The channel file indices a case must have: ``0..C-1``, or only ``0`` when the case is one colour file
+    (a PNG/JPEG/TIFF/BMP dataset with 3 or 4 channels in ``channel_names`` and a single ``_0000`` file)."""
+    colour_file = file_ending in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg") and num_channels in (3, 4)
+    return {0} if colour_file and set(present) == {0} else set(range(num_channels))
 
 
 def load_dataset_json(folder: str | Path) -> dict[str, Any]:
@@ -228,12 +264,22 @@ class RawDataset:
         Args:
             case: case id.
             test: look in ``imagesTs`` instead of ``imagesTr``.
+
+        Raises:
+            KeyError: unknown case. ValueError: a channel file is missing (names the file).
         """
         table = self._test if test else self._train
         if case not in table:
             where = "imagesTs" if test else ("dataset.json 'dataset'" if self._explicit is not None else "imagesTr")
             raise KeyError(f"case {case!r} not found in {self.path / where}")
-        return [table[case][k] for k in sorted(table[case])]
+        files = [table[case][k] for k in sorted(table[case])]
+        n = len(self.channel_names)
+        missing = sorted(expected_channel_indices(self.file_ending, n, table[case]) - set(table[case]))
+        if n and missing:
+            names = [str(files[0].parent / f"{case}_{c:04d}{self.file_ending}") for c in missing]
+            raise ValueError(f"case {case!r} lacks channel file(s) {names} ({n} channel(s) in dataset.json "
+                             f"channel_names)")
+        return files
 
     def label_file(self, case: str, test: bool = False) -> Path | None:
         """The label file of ``case`` (``labelsTr``, or ``labelsTs`` with ``test=True``); None if it does not exist."""
@@ -268,18 +314,21 @@ class RawDataset:
             image file (spatial axes only, array axis order).
 
         Raises:
-            ValueError: channels or label disagree in shape, or the label is not an integer map.
+            ValueError: channels or label disagree in shape or spacing, or the label is not an integer map.
         """
         image, meta = self.load_images(case, test)
         lf = self.label_file(case, test)
         if lf is None:
             return image, None, meta
-        label, _ = read_image(lf)
+        label, label_meta = read_image(lf)
         if label.ndim != image.ndim - 1:
             raise ValueError(f"{lf}: label has shape {label.shape}, images of {case!r} have spatial shape "
                              f"{image.shape[1:]} (a colour label image?)")
         if label.shape != image.shape[1:]:
             raise ValueError(f"{lf}: label shape {label.shape} != image spatial shape {image.shape[1:]}")
+        if not geometry_close(label_meta, meta)["spacing"]:  # nnU-Net's integrity check refuses this too
+            raise ValueError(f"{lf}: label spacing {label_meta.spacing} != image spacing {meta.spacing} "
+                             f"({self.image_files(case, test)[0].name})")
         return image, as_label_array(label, str(lf)), meta
 
 
