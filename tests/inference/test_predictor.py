@@ -165,6 +165,10 @@ def test_channel_mismatch_and_input_errors(tmp_path):
         pred.predict_files(inp / "single.nii.gz", tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match="would overwrite an input"):
         pred.predict_files(inp / "single.nii.gz", inp, progress=False)
+    (tmp_path / "Dataset001_X" / "labelsTr").mkdir(parents=True)
+    (tmp_path / "Dataset001_X" / "dataset.json").write_text("{}")
+    with pytest.raises(ValueError, match="labelsTr is a folder of the nnU-Net dataset"):  # the references
+        pred.predict_files(inp / "single.nii.gz", tmp_path / "Dataset001_X" / "labelsTr", progress=False)
     (inp / "broken.nii.gz").write_bytes(b"not a nifti at all")
     with pytest.raises(ImageReadError, match="broken.nii.gz"):
         pred.predict_files(inp / "broken.nii.gz", tmp_path / "out", progress=False)

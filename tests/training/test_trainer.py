@@ -109,6 +109,53 @@ def test_refuses_to_overwrite_and_clear_errors(kvasir, tmp_path):
     assert left == [], f"failed runs left their train.log attached: {[h.baseFilename for h in left]}"
 
 
+def test_overwrite_or_resume_with_bad_input_loses_nothing(kvasir, tmp_path):
+    """A failing --overwrite keeps the old run; labels outside dataset.json and resuming on other data are refused."""
+    import shutil
+
+    import numpy as np
+
+    from mambaseg.data.io import read_image, write_image
+
+    out = tmp_path / "run"
+    train(_cfg(kvasir, out, iterations=2, val_every=2))
+    kept = {n: (out / n).read_bytes() for n in ("checkpoint_latest.pt", "config.yaml", "plan.json", "log.csv",
+                                                 "splits.json", "train.log")}
+    bad = shutil.copytree(kvasir, tmp_path / "raw" / kvasir.name)
+    case = json.loads((out / "splits.json").read_text())["train"][0]
+    mask, _ = read_image(bad / "labelsTr" / f"{case}.png")
+    write_image(mask.astype(np.uint8) * 255, None, bad / "labelsTr" / f"{case}.png", label=True)  # 0/255 mask
+    with pytest.raises(ValueError, match=rf"{case}\.png: label value\(s\) \[255\] are not in"):
+        train(_cfg(bad, out, iterations=2, overwrite=True))
+    for name, content in kept.items():
+        assert (out / name).read_bytes()[: len(content)] == content, name  # train.log only grows
+    with pytest.raises(ValueError, match="was trained on"):
+        train(_cfg(bad, out, iterations=3, resume=True))
+    assert (out / "config.yaml").read_bytes() == kept["config.yaml"]
+    train(_cfg(kvasir, out, iterations=2, val_every=2, overwrite=True))
+    assert (out / "train.log").read_text().count("finished 2 iterations") == 1  # the old run's log is gone
+
+
+def test_cli_reports_unreadable_inputs_without_a_traceback(kvasir, tmp_path, capsys):
+    import shutil
+
+    from mambaseg.cli.main import main
+
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    assert main(["train", "--config", str(tmp_path / "bad.yaml")]) == 1
+    assert f"{tmp_path / 'bad.yaml'} is not valid YAML" in capsys.readouterr().err
+    assert main(["train", "--config", str(tmp_path)]) == 1  # a folder
+    assert str(tmp_path) in capsys.readouterr().err
+    data = shutil.copytree(kvasir, tmp_path / "raw" / kvasir.name)
+    image = sorted((data / "imagesTr").iterdir())[0]
+    image.write_bytes(image.read_bytes()[:2000])  # truncated
+    argv = ["train", "--data", str(data), "--model", "unet_test", "--out", str(tmp_path / "run"), "--iterations",
+            "1", "--patch-size", "64", "64", "--no-progress"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mambaseg train: error:") and image.name in err and "Traceback" not in err
+
+
 def test_presets_and_overrides():
     cfg, name = resolve_config(TrainConfig(data="d", model="mamba_unet_test", out="o"))
     assert name == "mamba_unet" and (cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay) == ("sgd", 0.01, 0.9, 1e-4)

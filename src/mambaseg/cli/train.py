@@ -69,8 +69,11 @@ def config_values(args: argparse.Namespace) -> dict[str, Any]:
     if getattr(args, "config", None):
         import yaml
 
-        with open(args.config) as f:
-            loaded = yaml.safe_load(f) or {}
+        try:
+            with open(args.config) as f:
+                loaded = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{args.config} is not valid YAML: {err}") from err
         if not isinstance(loaded, dict):
             raise ValueError(f"{args.config}: expected a mapping of TrainConfig keys")
         loaded.pop("resolved_preset", None)  # a saved run's config.yaml can be reused as --config
@@ -87,6 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
     """Run ``mambaseg train``; prints a short summary; returns the exit code (130 after Ctrl-C)."""
     import logging
 
+    from mambaseg.data.io import ImageReadError
+    from mambaseg.training.checkpoint import CheckpointError
     from mambaseg.training.trainer import config_from_dict, train
 
     try:
@@ -106,7 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"interrupted; checkpoint_latest.pt saved in {values.get('out')} (continue with --resume)",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, FileExistsError) as e:
+    except (ValueError, OSError, ImageReadError, CheckpointError) as e:  # bad input: the message names the file
         print(f"mambaseg train: error: {e}", file=sys.stderr)
         return 1
     best = "n/a" if math.isnan(result.best_dice) else f"{result.best_dice:.4f} (iteration {result.best_iteration})"

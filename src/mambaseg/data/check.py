@@ -39,7 +39,7 @@ from .io import (
     image_extension,
     read_image,
 )
-from .nnunet_raw import REQUIRED_KEYS, has_regions, label_values, scan_image_folder
+from .nnunet_raw import REQUIRED_KEYS, expected_channel_indices, has_regions, label_values, scan_image_folder
 
 __all__ = ["Problem", "check_dataset", "format_problems"]
 
@@ -263,8 +263,7 @@ def _collect_cases(folder, dj, file_ending, explicit, num_channels, rep) -> dict
 def _check_channel_indices(case, channels: dict[int, Path], file_ending, num_channels, folder: Path, rep) -> None:
     if num_channels is None:
         return
-    rgb_file = file_ending in (".png", ".bmp", ".tif", ".tiff", ".jpg", ".jpeg") and num_channels in (3, 4)
-    expected = {0} if rgb_file and set(channels) == {0} else set(range(num_channels))
+    expected = expected_channel_indices(file_ending, num_channels, channels)
     for c in sorted(expected - set(channels)):
         rep.error("missing_channel", folder / f"{case}_{c:04d}{file_ending}",
                   f"case {case!r} lacks channel {c} ({num_channels} channel(s) expected)")

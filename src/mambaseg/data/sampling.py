@@ -42,16 +42,33 @@ def preprocess_case(raw: RawDataset, case: str, plan: Plan, *, test: bool = Fals
 
     Returns:
         ``(image (C, *S') float32, label (*S') integer, properties)`` on the plan's grid.
+
+    Raises:
+        ValueError: the label holds a value that is not one of the plan's labels (names the file).
     """
     image, label, meta = raw.load_case(case, test=test)
     if label is None:
         where = "labelsTs" if test else "labelsTr"
         raise FileNotFoundError(f"case {case!r} has no label file in {raw.path / where}")
+    allowed = {int(v) for v in plan.labels.values() if not isinstance(v, (list, tuple))}
+    found = {int(v) for v in np.unique(label)}
+    if allowed and not found <= allowed:
+        raise ValueError(f"{raw.label_file(case, test)}: label value(s) {sorted(found - allowed)} are not in the "
+                         f"dataset's labels {dict(plan.labels)} (masks stored as 0/255? `mambaseg data check "
+                         f"{raw.path}` lists every such file)")
     data, props = preprocess_image(image, meta, plan, name=case)
     seg = preprocess_label(label, meta, plan)
     if seg.dtype.itemsize > 2 or seg.dtype.kind != "u":
         seg = seg.astype(np.int16 if seg.max(initial=0) < 2 ** 15 else np.int32)
     return data, seg, props
+
+
+def _cached_source(props_file: Path) -> Any:
+    """The ``source`` stamp recorded with a cached case, or None when there is none or it cannot be read."""
+    try:
+        return json.loads(props_file.read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 class CaseStore:
@@ -87,19 +104,29 @@ class CaseStore:
         if case in self._data:
             return self._data[case]
         d = self.cache_dir
-        if d is not None and (d / f"{case}.npy").is_file() and (d / f"{case}_seg.npy").is_file():
+        source = self._source_stamp(case) if d is not None else None
+        if d is not None and (d / f"{case}.npy").is_file() and (d / f"{case}_seg.npy").is_file() \
+                and _cached_source(d / f"{case}.json") == source:
             item = (np.load(d / f"{case}.npy"), np.load(d / f"{case}_seg.npy"))
         else:
             image, seg, props = preprocess_case(self.raw, case, self.plan, test=case in self.test_cases)
             if d is not None:
+                (d / f"{case}.json").unlink(missing_ok=True)  # written last: a cache entry is whole or absent
                 for name, arr in ((f"{case}.npy", image), (f"{case}_seg.npy", seg)):
                     tmp = d / f".{name}.tmp.npy"
                     np.save(tmp, arr)
                     tmp.replace(d / name)
-                (d / f"{case}.json").write_text(json.dumps(props, default=str))
+                (d / f"{case}.json").write_text(json.dumps({**props, "source": source}, default=str))
             item = (image, seg)
         self._data[case] = item
         return item
+
+    def _source_stamp(self, case: str) -> list[list]:
+        """``[[resolved path, size, mtime_ns], ...]`` of the case's image and label files: a cached case is
+        re-read when they change (another dataset in the same run folder, an edited label)."""
+        test = case in self.test_cases
+        files = [*self.raw.image_files(case, test), self.raw.label_file(case, test)]
+        return [[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f is not None]
 
     def load(self, cases: Sequence[str], progress: bool = False) -> None:
         """Preprocess / load ``cases`` into memory."""

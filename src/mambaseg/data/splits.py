@@ -103,5 +103,17 @@ def save_splits(splits: list[dict[str, list[str]]] | dict[str, list[str]], path:
 
 
 def load_splits(path: str | Path) -> list[dict[str, list[str]]] | dict[str, list[str]]:
-    """Read a split written by :func:`save_splits` (or nnU-Net's ``splits_final.json``)."""
-    return json.loads(Path(path).read_text())
+    """Read a split written by :func:`save_splits` (or nnU-Net's ``splits_final.json``).
+
+    Raises:
+        ValueError: the file is not valid JSON, or holds neither a split (a mapping with ``train``) nor a list of
+            them (the message names the file).
+    """
+    try:
+        split = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not a valid split file (JSON): {err}") from err
+    folds = split if isinstance(split, list) else [split]
+    if not folds or not all(isinstance(f, dict) and "train" in f for f in folds):
+        raise ValueError(f"{path}: expected {{'train': [...], 'val': [...], ...}} or a list of them (folds)")
+    return split

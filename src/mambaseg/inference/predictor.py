@@ -442,13 +442,18 @@ class Predictor:
             The written label files, in case order.
 
         Raises:
-            FileNotFoundError: no inputs. ValueError: an output would overwrite an input, or a case's channel
-            count does not match the plan (names the files). ImageReadError: an unreadable input (names it).
+            FileNotFoundError: no inputs. ValueError: an output would overwrite an input, the output folder is an
+            images/labels folder of an nnU-Net dataset, or a case's channel count does not match the plan (names
+            the files). ImageReadError: an unreadable input (names it).
         """
         from tqdm import tqdm
 
         cases = find_cases(inputs)
         out_dir = Path(output_dir)
+        dataset_parts = ("imagesTr", "imagesTs", "labelsTr", "labelsTs")
+        if out_dir.name in dataset_parts and (out_dir.parent / "dataset.json").is_file():
+            raise ValueError(f"output {out_dir} is a folder of the nnU-Net dataset {out_dir.parent}: predictions "
+                             f"would replace its files; choose another output folder")
         inputs_resolved = {f.resolve() for files in cases.values() for f in files}
         plan_out: dict[str, tuple[Path, Path | None]] = {}
         for case, files in cases.items():

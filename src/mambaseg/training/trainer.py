@@ -251,6 +251,33 @@ def _build_model(cfg: TrainConfig, plan) -> torch.nn.Module:
     return create_model_for_plan(cfg.model, plan, cfg.model_kwargs, cfg.deep_supervision)
 
 
+def _check_same_data(config_path: Path, data: str) -> None:
+    """A resumed run must read the dataset it was trained on (its cached cases and split come from it)."""
+    import yaml
+
+    try:
+        before = (yaml.safe_load(config_path.read_text()) or {}).get("data")
+    except (OSError, yaml.YAMLError):
+        return  # an unreadable config.yaml is rewritten; the checkpoint's model check still applies
+    if before and Path(before).resolve() != Path(data).resolve():
+        raise ValueError(f"{config_path.parent} was trained on {before}, not {data}: resume it with that --data, or "
+                         f"start a new run (--out elsewhere, or --overwrite)")
+
+
+def _drop_log_head(handler: logging.FileHandler, n_bytes: int) -> None:
+    """Remove the first ``n_bytes`` of the handler's log file (the replaced run's log), keeping what came after."""
+    if n_bytes <= 0:
+        return
+    handler.flush()
+    path = Path(handler.baseFilename)
+    kept = path.read_bytes()[n_bytes:]
+    with handler.lock:
+        handler.stream.seek(0)
+        handler.stream.truncate()
+        handler.stream.write(kept.decode("utf-8", errors="replace"))
+        handler.stream.flush()
+
+
 def _split(raw, cfg: TrainConfig) -> tuple[list[str], list[str], list[str], str]:
     """``(train, val, test, source)`` case ids; test: the split's own test list, empty for nnU-Net folds."""
     from mambaseg.data.splits import load_splits, make_folds, make_splits
@@ -423,6 +450,9 @@ def train(config: TrainConfig, callbacks: list[Callback] | None = None) -> RunRe
                     cb("validation", {"iteration": it, "metrics": metrics, "model": model, "optimizer": opt})
             if stop.flag:
                 raise KeyboardInterrupt
+        seconds = time.monotonic() - t0
+        logger.info("finished %d iterations in %.1f s; best mean Dice %.4f at iteration %d", it, seconds, best,
+                    best_it)  # before ctx.close(), so that train.log has it too
     except KeyboardInterrupt:
         save("checkpoint_latest.pt", last_dice)
         logger.warning("interrupted at iteration %d; saved %s (continue with --resume)", it,
@@ -430,8 +460,6 @@ def train(config: TrainConfig, callbacks: list[Callback] | None = None) -> RunRe
         raise
     finally:
         stop.restore(), pbar.close(), ctx.close()
-    seconds = time.monotonic() - t0
-    logger.info("finished %d iterations in %.1f s; best mean Dice %.4f at iteration %d", it, seconds, best, best_it)
     return RunResult(run_dir, it, best if best > -math.inf else math.nan, best_it, last_dice, seconds, cfg, history)
 
 
@@ -578,10 +606,10 @@ class _Run:
         if any(p.exists() for p in ckpts) and not (cfg.resume or cfg.overwrite):
             raise FileExistsError(f"run folder {run_dir} already holds a checkpoint; pass --resume to continue it "
                                   f"or --overwrite to start it again")
-        if cfg.overwrite and not cfg.resume:
-            for n in ("checkpoint_latest.pt", "checkpoint_best.pt", "log.csv", "train.log"):
-                (run_dir / n).unlink(missing_ok=True)
         run_dir.mkdir(parents=True, exist_ok=True)
+        # --overwrite removes the old run only once the new one has been set up (split, plan, every case read), so a
+        # bad dataset or setting loses nothing; until then this run's log is appended after the old run's
+        old_log_bytes = (run_dir / "train.log").stat().st_size if (run_dir / "train.log").is_file() else 0
         self._handler = logging.FileHandler(run_dir / "train.log")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(self._handler)
@@ -594,6 +622,7 @@ class _Run:
                 if self.checkpoint.get("model_name") != cfg.model:
                     raise ValueError(f"{ckpts[0]} was trained with model {self.checkpoint.get('model_name')!r}, "
                                      f"not {cfg.model!r}")
+                _check_same_data(run_dir / "config.yaml", cfg.data)
                 plan = Plan.load(run_dir / "plan.json")
                 s = load_splits(run_dir / "splits.json")
                 train_cases, val_cases, source = list(s["train"]), list(s["val"]), s.get("source", "run folder")
@@ -622,6 +651,14 @@ class _Run:
             if not val_cases:
                 logger.warning("no validation cases: validation Dice is NaN and checkpoint_best.pt is not written")
             self.plan, self.train_cases, self.val_cases = plan, train_cases, val_cases
+            self.store = CaseStore(raw, plan, run_dir / "preprocessed", test_cases)
+            self.store.load(train_cases + val_cases, progress=cfg.progress)
+            aug = Augmenter(plan.spatial_dims) if cfg.augmentation else None
+            self.sampler = PatchSampler(self.store, train_cases, plan, seed=cfg.seed, augment=aug)
+            if cfg.overwrite and self.checkpoint is None:  # set up without error: now the old run goes
+                for n in ("checkpoint_latest.pt", "checkpoint_best.pt", "log.csv"):
+                    (run_dir / n).unlink(missing_ok=True)
+                _drop_log_head(self._handler, old_log_bytes)
             resolved = json.loads(json.dumps(asdict(cfg), default=str))
             (run_dir / "config.yaml").write_text(yaml.safe_dump({**resolved, "resolved_preset": preset_name},
                                                                 sort_keys=False))
@@ -632,10 +669,6 @@ class _Run:
                                                  "sampler": "batch i drawn from numpy default_rng([seed, i])"})
             if self.checkpoint is None or not (run_dir / "environment.json").exists():
                 _write_json(run_dir / "environment.json", environment_info())
-            self.store = CaseStore(raw, plan, run_dir / "preprocessed", test_cases)
-            self.store.load(train_cases + val_cases, progress=cfg.progress)
-            aug = Augmenter(plan.spatial_dims) if cfg.augmentation else None
-            self.sampler = PatchSampler(self.store, train_cases, plan, seed=cfg.seed, augment=aug)
             if cfg.iterations is not None:
                 self.total_iterations: int | None = int(cfg.iterations)
             elif cfg.epochs is not None:
