@@ -87,3 +87,15 @@ def test_corrupt_file_is_reported_not_raised(tmp_path):
     (folder / "imagesTr" / "case_001_0000.nii.gz").write_bytes(raw[: len(raw) // 2])
     probs = [p for p in check_dataset(folder) if p.code == "unreadable"]
     assert len(probs) == 1 and probs[0].file.endswith("case_001_0000.nii.gz") and "truncated" in probs[0].message
+
+
+def test_a_2d_case_among_3d_volumes_is_an_error(tmp_path):
+    folder = make_3d_dataset(tmp_path, n_cases=3, channels=1)
+    meta = ImageMeta.identity(2)
+    write_image(np.ones((5, 6), np.float32), meta, folder / "imagesTr" / "case_001_0000.nii.gz")
+    lab = np.zeros((5, 6), np.uint8)
+    lab[1:3, 1:3] = 1
+    write_image(lab, meta, folder / "labelsTr" / "case_001.nii.gz", label=True)
+    probs = [p for p in check_dataset(folder) if p.code == "dimensionality"]
+    assert len(probs) == 1 and probs[0].severity == "error" and probs[0].file.endswith("case_001_0000.nii.gz")
+    assert "2D" in probs[0].message and "3D" in probs[0].message

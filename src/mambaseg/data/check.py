@@ -17,7 +17,8 @@ background is 0, the ignore label is the highest, regions need ``regions_class_o
 inf in images, constant (empty) images, non-integer label dtype (warning if values are integral, error if not),
 label maps that contain only background (the warning nnU-Net intended), channels of one case disagreeing in
 geometry, NIfTI files whose qform and sform differ (warning, nibabel), direction matrices that differ between
-cases (warning), and completeness of ``imagesTs``.
+cases (warning), cases of another dimensionality than the rest (a 2D file among 3D volumes), and completeness of
+``imagesTs``.
 """
 
 from __future__ import annotations
@@ -168,6 +169,13 @@ def check_dataset(
                         origin_atol, direction_atol)
         if d is not None:
             directions[case] = d
+    ndims = {c: round(len(d) ** 0.5) for c, d in directions.items()}  # a direction matrix is ndim x ndim
+    if len(set(ndims.values())) > 1:
+        common_ndim, _ = Counter(ndims.values()).most_common(1)[0]
+        for case in sorted(c for c, n in ndims.items() if n != common_ndim):
+            rep.error("dimensionality", cases[case][0][0], f"case {case!r} is {ndims[case]}D, the other cases are "
+                      f"{common_ndim}D (one network cannot train on both)")
+        directions = {c: d for c, d in directions.items() if ndims[c] == common_ndim}
     if len(directions) > 1:
         rounded = {c: tuple(float(v) for v in np.round(d, 3)) for c, d in directions.items()}
         common, _ = Counter(rounded.values()).most_common(1)[0]

@@ -82,7 +82,7 @@ def normalize(image: np.ndarray, plan: Plan, *, name: str | None = None) -> np.n
         x = image[c].astype(np.float32, copy=False)
         if np.isnan(x).any():
             raise ValueError(f"{what} contains NaN in channel {c} ({plan.channel_names[c]!r}); "
-                             "fix or mask the input before prediction")
+                             "fix or mask the input")
         if scheme == "ct":
             stats = plan.intensity_stats[c] if c < len(plan.intensity_stats) else {}
             missing = [k for k in ("mean", "std", "percentile_00_5", "percentile_99_5") if k not in stats]

@@ -56,7 +56,8 @@ def preprocess_case(raw: RawDataset, case: str, plan: Plan, *, test: bool = Fals
         raise ValueError(f"{raw.label_file(case, test)}: label value(s) {sorted(found - allowed)} are not in the "
                          f"dataset's labels {dict(plan.labels)} (masks stored as 0/255? `mambaseg data check "
                          f"{raw.path}` lists every such file)")
-    data, props = preprocess_image(image, meta, plan, name=case)
+    files = ", ".join(str(f) for f in raw.image_files(case, test))
+    data, props = preprocess_image(image, meta, plan, name=f"case {case!r} ({files})")
     seg = preprocess_label(label, meta, plan)
     if seg.dtype.itemsize > 2 or seg.dtype.kind != "u":
         seg = seg.astype(np.int16 if seg.max(initial=0) < 2 ** 15 else np.int32)

@@ -34,6 +34,7 @@ import numpy as np
 from ..data.io import (
     SUPPORTED_EXTENSIONS,
     ImageMeta,
+    as_label_array,
     geometry_close,
     image_extension,
     read_image,
@@ -115,7 +116,7 @@ def _read_labels(path: Path) -> tuple[np.ndarray, ImageMeta]:
     arr, meta = read_image(path)
     if meta.extra.get("channel_axis") == -1 or arr.ndim != meta.ndim:
         raise ValueError(f"{path}: a label map must be single-channel, got shape {arr.shape}")
-    return arr, meta
+    return as_label_array(arr, str(path)), meta  # NaN, non-integer or negative values: an error naming the file
 
 
 def _labels_from_dataset_json(ref_dir: Path) -> dict[str, Any] | None:

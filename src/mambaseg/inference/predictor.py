@@ -413,7 +413,10 @@ class Predictor:
             raise ValueError(f"{what}: has {image.shape[0] if image.ndim else 0} channel(s) (shape "
                              f"{image.shape}) but the model was trained on {c_plan} {self.plan.channel_names}")
         data, props = preprocess_image(image, meta, self.plan, name=what)
-        logits = self.predict_logits(data)
+        try:
+            logits = self.predict_logits(data)
+        except ValueError as err:  # e.g. a 2D image for a 3D model: say which case
+            raise ValueError(f"{what}: {err}") from err
         if logits.shape[0] == 1:  # single-output model: sigmoid foreground probability
             fg = torch.sigmoid(logits)
             probs = torch.cat([1 - fg, fg], 0)
