@@ -133,3 +133,31 @@ def test_load_case_names_the_file_of_a_missing_channel_or_a_label_on_another_gri
     with pytest.raises(ValueError, match=r"case_002\.nii\.gz: label spacing .* != image spacing"):
         ds.load_case("case_002")
     assert ds.load_case("case_000")[1] is not None
+
+
+def test_staged_dataset_folder_puts_the_old_dataset_back_when_the_swap_fails(tmp_path, monkeypatch):
+    """A move that fails half-way (another file system, a locked file) restores the old items, loses nothing."""
+    import shutil
+
+    from mambaseg.data.nnunet_raw import StagedDatasetFolder
+
+    with StagedDatasetFolder(tmp_path, 7, "Toy") as folder:
+        (folder / "imagesTr" / "a_0000.nii.gz").write_text("old")
+        (folder / "dataset.json").write_text("old")
+    real_move, calls = shutil.move, []
+
+    def failing_move(src, dst):
+        calls.append(src)
+        if "mambaseg-converting/Dataset007_Toy/dataset.json" in src.replace("\\", "/"):
+            raise OSError("cross-device link")
+        return real_move(src, dst)
+
+    monkeypatch.setattr(shutil, "move", failing_move)
+    with pytest.raises(OSError, match="cross-device"), StagedDatasetFolder(tmp_path, 7, "Toy", True) as folder:
+        (folder / "imagesTr" / "b_0000.nii.gz").write_text("new")
+        (folder / "dataset.json").write_text("new")
+    final = tmp_path / "Dataset007_Toy"
+    assert len(calls) > 3  # the old items went aside and the new images in before the failure
+    assert [p.name for p in (final / "imagesTr").iterdir()] == ["a_0000.nii.gz"]
+    assert (final / "dataset.json").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Dataset007_Toy"]  # staging and aside removed

@@ -129,8 +129,13 @@ def test_overwrite_or_resume_with_bad_input_loses_nothing(kvasir, tmp_path):
         train(_cfg(bad, out, iterations=2, overwrite=True))
     for name, content in kept.items():
         assert (out / name).read_bytes()[: len(content)] == content, name  # train.log only grows
-    with pytest.raises(ValueError, match="was trained on"):
+    with pytest.raises(ValueError, match=r"label value\(s\) \[255\]"):  # a copy: resumed, its files read again
         train(_cfg(bad, out, iterations=3, resume=True))
+    other = shutil.copytree(kvasir, tmp_path / "other" / kvasir.name)
+    dj = json.loads((other / "dataset.json").read_text())
+    (other / "dataset.json").write_text(json.dumps({**dj, "description": "another dataset"}))
+    with pytest.raises(ValueError, match="was trained on"):
+        train(_cfg(other, out, iterations=3, resume=True))
     assert (out / "config.yaml").read_bytes() == kept["config.yaml"]
     train(_cfg(kvasir, out, iterations=2, val_every=2, overwrite=True))
     assert (out / "train.log").read_text().count("finished 2 iterations") == 1  # the old run's log is gone
@@ -225,10 +230,13 @@ def test_cli_parse_and_end_to_end(kvasir, tmp_path, capsys):
     assert main(["predict", "--run", str(out), "--input", str(kvasir), "--output", str(tmp_path / "p2")]) == 1
     err = capsys.readouterr().err
     assert "without imagesTs" in err and "--split test" in err
-    del run_split["test"]
+    assert run_split["dataset"] == str(kvasir.resolve())
+    del run_split["test"]  # a run from before the test list was recorded
     (out / "splits.json").write_text(json.dumps(run_split))
     assert main(["predict", "--run", str(out), "--split", "test", "--output", str(pred)]) == 1
     assert "records no 'test' cases" in capsys.readouterr().err
+    assert main(argv + ["--resume", "--iterations", "6"]) == 0  # resuming it does not invent a test list
+    assert "test" not in json.loads((out / "splits.json").read_text())
 
 
 def test_workers_give_the_same_batches(kvasir, tmp_path):

@@ -239,7 +239,8 @@ def convert_case_folders(
             listed).
         ValueError: ambiguous matches, duplicate case ids, mixed file endings, geometry mismatch between a case's
             files (names both), label values that are not integers or not in ``labels``.
-        FileExistsError: the dataset folder already holds images and ``overwrite`` is False.
+        FileExistsError: the dataset folder already holds a conversion (images, labels, dataset.json or
+            splits.json) and ``overwrite`` is False.
     """
     src = Path(source)
     if not src.is_dir():

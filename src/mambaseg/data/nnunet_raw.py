@@ -81,6 +81,10 @@ class StagedDatasetFolder:
     def __init__(self, out_root: str | Path, dataset_id: int, name: str, overwrite: bool = False) -> None:
         self.final = Path(out_root) / dataset_folder_name(dataset_id, name)
         self.path = Path(out_root) / _STAGING / self.final.name
+        self._aside = self.path.parent / f"{self.final.name}.replaced"
+        if self._aside.exists():
+            raise FileExistsError(f"{self._aside} holds the files of {self.final} that an earlier conversion could "
+                                  f"not put back: move them back into {self.final} (or delete them) first")
         held = [n for n in _CONVERTED if (self.final / n).is_file()
                 or ((self.final / n).is_dir() and any((self.final / n).iterdir()))]
         if held and not overwrite:
@@ -94,21 +98,49 @@ class StagedDatasetFolder:
         return self.path
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.final.mkdir(parents=True, exist_ok=True)
-            for n in _CONVERTED:
-                old = self.final / n
-                if old.is_dir() and not old.is_symlink():
-                    shutil.rmtree(old)
-                else:
-                    old.unlink(missing_ok=True)
-                if (self.path / n).exists():
-                    os.replace(self.path / n, old)
-        shutil.rmtree(self.path, ignore_errors=True)
         try:
-            self.path.parent.rmdir()
-        except OSError:
-            pass  # another conversion is staging there too
+            if exc_type is None:
+                self._swap_in()
+        finally:
+            shutil.rmtree(self.path, ignore_errors=True)
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass  # not empty: another conversion is staging there, or a replaced dataset could not be restored
+
+    def _swap_in(self) -> None:
+        """Move the final folder's converted items aside, the staged ones in, then drop the old ones. On an error
+        the old items go back; should that fail too, they stay in ``.mambaseg-converting/<name>.replaced``.
+        (``shutil.move`` also works across file systems, e.g. for a symlinked dataset folder.)"""
+        self.final.mkdir(parents=True, exist_ok=True)
+        aside = self._aside
+        aside.mkdir(parents=True)
+        moved_aside: list[str] = []
+        moved_in: list[str] = []
+        try:
+            for n in _CONVERTED:
+                if (self.final / n).exists() or (self.final / n).is_symlink():
+                    shutil.move(str(self.final / n), str(aside / n))
+                    moved_aside.append(n)
+            for n in _CONVERTED:
+                if (self.path / n).exists():
+                    shutil.move(str(self.path / n), str(self.final / n))
+                    moved_in.append(n)
+        except BaseException:
+            for n in moved_in:
+                _remove(self.final / n)
+            for n in moved_aside:
+                shutil.move(str(aside / n), str(self.final / n))
+            aside.rmdir()  # empty once everything is back
+            raise
+        shutil.rmtree(aside)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def has_regions(labels: dict[str, Any]) -> bool:

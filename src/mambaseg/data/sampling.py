@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .nnunet_raw import RawDataset
+from .nnunet_raw import RawDataset, label_values
 from .plan import Plan
 from .preprocessing import preprocess_image, preprocess_label
 
@@ -50,7 +50,7 @@ def preprocess_case(raw: RawDataset, case: str, plan: Plan, *, test: bool = Fals
     if label is None:
         where = "labelsTs" if test else "labelsTr"
         raise FileNotFoundError(f"case {case!r} has no label file in {raw.path / where}")
-    allowed = {int(v) for v in plan.labels.values() if not isinstance(v, (list, tuple))}
+    allowed = set(label_values(plan.labels))
     found = {int(v) for v in np.unique(label)}
     if allowed and not found <= allowed:
         raise ValueError(f"{raw.label_file(case, test)}: label value(s) {sorted(found - allowed)} are not in the "

@@ -29,7 +29,7 @@ File conventions of :meth:`Predictor.predict_files`:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +64,13 @@ def _is_image_file(path: Path) -> bool:
     return path.is_file() and not path.name.startswith(".") and image_extension(path) in SUPPORTED_EXTENSIONS
 
 
-def find_cases(inputs: PathLike | Sequence[PathLike]) -> dict[str, list[Path]]:
+def find_cases(inputs: PathLike | Sequence[PathLike] | Mapping[str, Sequence[PathLike]]) -> dict[str, list[Path]]:
     """Group input files into cases.
 
     Args:
         inputs: an image file, a folder of image files, an nnU-Net raw dataset folder (its ``imagesTs`` is
-            used), or a list of files.
+            used), a list of files, or ``{case id: [channel files]}`` (taken as given, e.g.
+            :func:`run_split_files`).
 
     Returns:
         ``{case_id: [channel files in order]}``, sorted by case id.
@@ -78,6 +79,12 @@ def find_cases(inputs: PathLike | Sequence[PathLike]) -> dict[str, list[Path]]:
         FileNotFoundError: an input does not exist, or no image file was found.
         ValueError: an nnU-Net case lacks a channel file, or two inputs map to the same case id.
     """
+    if isinstance(inputs, Mapping):
+        given = {str(c): [Path(f) for f in fs] for c, fs in inputs.items()}
+        missing = [str(f) for fs in given.values() for f in fs if not f.is_file()]
+        if missing or not given or not all(given.values()):
+            raise FileNotFoundError(f"input files not found: {missing}" if missing else "no input files given")
+        return given
     if isinstance(inputs, (str, Path)):
         root = Path(inputs)
         if not root.exists():
@@ -131,50 +138,55 @@ def find_cases(inputs: PathLike | Sequence[PathLike]) -> dict[str, list[Path]]:
     return dict(sorted(cases.items()))
 
 
-def run_split_files(run_dir: PathLike, split: str = "test") -> list[Path]:
+def run_split_files(run_dir: PathLike, split: str = "test") -> dict[str, list[Path]]:
     """The image files of a training run's ``split`` cases, read from the run's dataset.
 
     ``RUN_DIR/splits.json`` (written by training) names the cases: ``train``, ``val``, or ``test`` (the held-out
-    cases: the split's test list, else the dataset's ``imagesTs``); ``RUN_DIR/config.yaml`` names the dataset
-    (``data``). A case is looked up in ``imagesTr``, then ``imagesTs``.
+    cases: the split's test list, else the dataset's ``imagesTs``) and the dataset folder (``dataset``; runs
+    written before it was recorded: ``data`` in ``RUN_DIR/config.yaml``). A case is looked up in ``imagesTr``,
+    then ``imagesTs``.
 
     Returns:
-        The channel files of every case, in case order (input of :meth:`Predictor.predict_files`).
+        ``{case id: [channel files in order]}`` in case order, an input of :meth:`Predictor.predict_files` (the
+        outputs are named by case id, whatever the files are called).
 
     Raises:
-        FileNotFoundError: the run's splits.json, config.yaml or dataset is missing.
+        FileNotFoundError: the run's splits.json or config.yaml, or its dataset, is missing.
         ValueError: ``split`` is not in the run's splits.json (runs trained before the ``test`` list was recorded),
             or names no case, or a case is in neither images folder.
     """
-    import json
-
     import yaml
 
     from ..data.nnunet_raw import RawDataset
+    from ..data.splits import load_splits
 
     run = Path(run_dir)
     splits_path, cfg_path = run / "splits.json", run / "config.yaml"
     for p in (splits_path, cfg_path):
         if not p.is_file():
             raise FileNotFoundError(f"{p} not found: is {run} a mambaseg run folder?")
-    splits = json.loads(splits_path.read_text())
+    splits = load_splits(splits_path)
+    if not isinstance(splits, dict):
+        raise ValueError(f"{splits_path} holds folds, not one run's split")
     if split not in splits:
-        kept = sorted(k for k in splits if k != "source")
+        kept = sorted(k for k in splits if k in ("train", "val", "test"))
         raise ValueError(f"{splits_path} records no {split!r} cases, only {kept} (older runs lack the test list): "
                          f"pass the images instead")
     cases = list(splits[split])
     if not cases:
         raise ValueError(f"{splits_path}: the run's {split!r} split is empty (split: {splits.get('source', '?')})")
-    data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data")
+    data = splits.get("dataset")
     if not data or not Path(data).is_dir():
-        raise FileNotFoundError(f"the run's dataset {data!r} (config.yaml 'data') is not a folder here; run from the "
-                                f"folder the run was trained from, or pass the images instead")
+        data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data")
+    if not data or not Path(data).is_dir():
+        raise FileNotFoundError(f"the run's dataset {data!r} (splits.json 'dataset', config.yaml 'data') is not a "
+                                f"folder here; pass the images instead")
     raw = RawDataset(data)
     missing = [c for c in cases if c not in raw.cases and c not in raw.test_cases]
     if missing:
         raise ValueError(f"{splits_path}: {split} case(s) {missing[:5]} are in neither {raw.path / 'imagesTr'} nor "
                          f"{raw.path / 'imagesTs'}")
-    return [f for c in cases for f in raw.image_files(c, test=c not in raw.cases)]
+    return {c: raw.image_files(c, test=c not in raw.cases) for c in cases}
 
 
 def load_case_files(files: Sequence[Path]) -> tuple[np.ndarray, ImageMeta]:
@@ -429,13 +441,13 @@ class Predictor:
         dtype = np.uint8 if values.max() < 256 else np.uint16
         return labels.astype(dtype), probs.float().cpu().numpy()
 
-    def predict_files(self, inputs: PathLike | Sequence[PathLike], output_dir: PathLike,
-                      save_probabilities: bool = False, progress: bool = True) -> list[Path]:
+    def predict_files(self, inputs: PathLike | Sequence[PathLike] | Mapping[str, Sequence[PathLike]],
+                      output_dir: PathLike, save_probabilities: bool = False, progress: bool = True) -> list[Path]:
         """Predict every case of ``inputs`` and write label maps with the inputs' geometry.
 
         Args:
-            inputs: a file, a folder of files, an nnU-Net raw dataset (``imagesTs``), or a list of files
-                (see the module docstring for how files are grouped into cases).
+            inputs: a file, a folder of files, an nnU-Net raw dataset (``imagesTs``), a list of files (see the
+                module docstring for how files are grouped into cases), or ``{case id: [channel files]}``.
             output_dir: created if missing; outputs are ``{case}{ext}`` (JPEG inputs give ``.png``).
             save_probabilities: also write ``{case}.npz`` with ``probabilities`` ``(K, *S)`` float32 and
                 ``class_values`` ``(K,)``.
@@ -454,7 +466,8 @@ class Predictor:
         cases = find_cases(inputs)
         out_dir = Path(output_dir)
         dataset_parts = ("imagesTr", "imagesTs", "labelsTr", "labelsTs")
-        if out_dir.name in dataset_parts and (out_dir.parent / "dataset.json").is_file():
+        resolved = out_dir.resolve()
+        if resolved.name in dataset_parts and (resolved.parent / "dataset.json").is_file():
             raise ValueError(f"output {out_dir} is a folder of the nnU-Net dataset {out_dir.parent}: predictions "
                              f"would replace its files; choose another output folder")
         inputs_resolved = {f.resolve() for files in cases.values() for f in files}

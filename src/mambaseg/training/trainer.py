@@ -7,8 +7,9 @@ One loop (:func:`train`) serves every model; variants come from the config (pres
 2. Prepare ``RUN_DIR``: refuse to overwrite a run that holds a checkpoint unless ``resume`` or ``overwrite``.
 3. Split (``splits_file``, else ``splits.json`` in the dataset if present, else nnU-Net 5-fold with seed 12345, or
    a seeded 80/10/10 ``holdout``; its test cases, or else the ``imagesTs`` cases, are recorded as the run's
-   held-out ``test`` list in ``RUN_DIR/splits.json``, which ``mambaseg predict --split test`` predicts), plan
-   (:func:`mambaseg.data.planning.make_plan` on the training cases), preprocess and cache.
+   held-out ``test`` list in ``RUN_DIR/splits.json`` with the dataset's absolute path, which ``mambaseg predict
+   --split test`` predicts), plan (:func:`mambaseg.data.planning.make_plan` on the training cases), preprocess
+   and cache.
 4. Train with nnU-Net-style patch sampling and augmentation; validate every ``val_every`` iterations on whole
    validation cases (sliding window with the plan's patch, 2D-on-3D slice by slice), per-case Dice on the
    preprocessed grid; log to ``log.csv`` (and TensorBoard when importable); write ``checkpoint_latest.pt`` at every
@@ -251,31 +252,43 @@ def _build_model(cfg: TrainConfig, plan) -> torch.nn.Module:
     return create_model_for_plan(cfg.model, plan, cfg.model_kwargs, cfg.deep_supervision)
 
 
-def _check_same_data(config_path: Path, data: str) -> None:
-    """A resumed run must read the dataset it was trained on (its cached cases and split come from it)."""
+def _check_same_data(run_dir: Path, raw) -> None:
+    """A resumed run must continue on the dataset it was trained on.
+
+    The run's ``splits.json`` records the dataset's absolute path (older runs: ``config.yaml``'s ``data``, resolved
+    here). Another dataset folder that exists is refused unless its ``dataset.json`` is the same (a copy); a
+    recorded folder that no longer exists (the dataset was moved) is accepted with a warning. The cached cases
+    are keyed on their source files, so a moved or copied dataset is read again, not mixed up.
+    """
     import yaml
 
     try:
-        before = (yaml.safe_load(config_path.read_text()) or {}).get("data")
-    except (OSError, yaml.YAMLError):
-        return  # an unreadable config.yaml is rewritten; the checkpoint's model check still applies
-    if before and Path(before).resolve() != Path(data).resolve():
-        raise ValueError(f"{config_path.parent} was trained on {before}, not {data}: resume it with that --data, or "
-                         f"start a new run (--out elsewhere, or --overwrite)")
+        before = json.loads((run_dir / "splits.json").read_text()).get("dataset")
+        if before is None:
+            before = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("data")
+    except (OSError, ValueError, AttributeError, yaml.YAMLError):
+        return  # unreadable run files: the checkpoint's model check still applies
+    if not before or Path(before).resolve() == raw.path.resolve():
+        return
+    old = Path(before)
+    if not (old / "dataset.json").is_file():
+        logger.warning("the run was trained on %s, which is not there any more; resuming on %s", old, raw.path)
+        return
+    if json.loads((old / "dataset.json").read_text()) != raw.dataset_json:
+        raise ValueError(f"{run_dir} was trained on {old}, not {raw.path}: resume it with that --data, or start a "
+                         f"new run (--out elsewhere, or --overwrite)")
 
 
 def _drop_log_head(handler: logging.FileHandler, n_bytes: int) -> None:
     """Remove the first ``n_bytes`` of the handler's log file (the replaced run's log), keeping what came after."""
     if n_bytes <= 0:
         return
-    handler.flush()
-    path = Path(handler.baseFilename)
-    kept = path.read_bytes()[n_bytes:]
     with handler.lock:
-        handler.stream.seek(0)
-        handler.stream.truncate()
-        handler.stream.write(kept.decode("utf-8", errors="replace"))
-        handler.stream.flush()
+        handler.flush()
+        handler.stream.close()
+        path = Path(handler.baseFilename)
+        path.write_bytes(path.read_bytes()[n_bytes:])  # bytes: no newline or encoding translation
+        handler.stream = handler._open()  # append mode, as FileHandler opened it
 
 
 def _split(raw, cfg: TrainConfig) -> tuple[list[str], list[str], list[str], str]:
@@ -622,11 +635,11 @@ class _Run:
                 if self.checkpoint.get("model_name") != cfg.model:
                     raise ValueError(f"{ckpts[0]} was trained with model {self.checkpoint.get('model_name')!r}, "
                                      f"not {cfg.model!r}")
-                _check_same_data(run_dir / "config.yaml", cfg.data)
+                _check_same_data(run_dir, raw)
                 plan = Plan.load(run_dir / "plan.json")
                 s = load_splits(run_dir / "splits.json")
                 train_cases, val_cases, source = list(s["train"]), list(s["val"]), s.get("source", "run folder")
-                held_out = list(s.get("test", []))
+                held_out = s.get("test")  # None: a run from before the test list was recorded; it stays unknown
             else:
                 if cfg.resume:
                     logger.warning("--resume: no %s; starting a new training", ckpts[0])
@@ -643,9 +656,9 @@ class _Run:
             unknown = sorted(set(test_cases) - set(raw.test_cases))
             if unknown:
                 raise ValueError(f"split {source}: validation cases {unknown[:5]} are neither in imagesTr nor imagesTs")
-            if not held_out:  # nnU-Net's convention: imagesTs is the test set
+            if held_out is not None and not held_out:  # nnU-Net's convention: imagesTs is the test set
                 held_out = [c for c in raw.test_cases if c not in val_cases]
-            unknown = sorted(set(held_out) - set(raw.cases) - set(raw.test_cases))
+            unknown = sorted(set(held_out or ()) - set(raw.cases) - set(raw.test_cases))
             if unknown:
                 raise ValueError(f"split {source}: test cases {unknown[:5]} are neither in imagesTr nor imagesTs")
             if not val_cases:
@@ -663,8 +676,9 @@ class _Run:
             (run_dir / "config.yaml").write_text(yaml.safe_dump({**resolved, "resolved_preset": preset_name},
                                                                 sort_keys=False))
             plan.save(run_dir / "plan.json")
-            _write_json(run_dir / "splits.json", {"train": train_cases, "val": val_cases, "test": held_out,
-                                                  "source": source})
+            _write_json(run_dir / "splits.json", {"train": train_cases, "val": val_cases,
+                                                  **({"test": held_out} if held_out is not None else {}),
+                                                  "source": source, "dataset": str(raw.path.resolve())})
             _write_json(run_dir / "seeds.json", {"seed": cfg.seed, "split_seed": cfg.split_seed, "split": source,
                                                  "sampler": "batch i drawn from numpy default_rng([seed, i])"})
             if self.checkpoint is None or not (run_dir / "environment.json").exists():
