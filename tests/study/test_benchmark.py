@@ -187,13 +187,14 @@ def test_plan_target_spacing_override(bench):
 
 def test_protocol_change_is_refused(bench):
     data, out, _ = bench
-    with pytest.raises(ValueError, match=r"benchmark\.json.*budget"):
+    with pytest.raises(ValueError, match=r"benchmark\.json records a different protocol \(budget: recorded "
+                                         r"\{'iterations': 3\}, now \{'iterations': 4\}\)"):
         _run(data, out, budget={"iterations": 4})
     with pytest.raises(ValueError, match=r"benchmark\.json.*train_overrides"):
         _run(data, out, train_overrides={**OVERRIDES, "batch_size": 4})
     with pytest.raises(ValueError, match=r"benchmark\.json.*folds"):
         _run(data, out, folds=2)
-    with pytest.raises(ValueError, match="model_kwargs"):
+    with pytest.raises(ValueError, match=r"model_kwargs\[unet_test\]: recorded \{\}, now \{'n_stages': 2\}"):
         _run(data, out, model_kwargs={"unet_test": {"n_stages": 2}})
 
 

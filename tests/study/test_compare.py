@@ -203,6 +203,9 @@ def test_seed_averaging_hand_example_and_unfinished(tmp_path):
         assert {r["seed"] for r in csv.DictReader(fh)} == {"0", "1"}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "not used" in report and "seed2_fold0" in report and "only one model" in report
+    assert "replaced by the image diagonal (a mask was empty: a miss counts as the worst distance): net hd95 " \
+        "(class a): 1." in report  # the primary class is the mean over classes: counted per class
+    assert "Cases undefined in every seed" not in report  # c2's Dice is defined in seed 0
     # a single run folder works as input too, and the unfinished one alone is an error naming the reason
     one = compare_runs([bench / "runs" / "net" / "seed0_fold0"], tmp_path / "one", metrics=("dice",), plots=False)
     assert one["summary"]["net"]["a"]["dice"]["mean"] == pytest.approx(0.7, abs=TOL)
@@ -279,3 +282,50 @@ def test_evaluate_folders_output_agrees_with_its_summary(tmp_path):
                     theirs["n"], theirs["n_nan"], theirs["n_substituted"])
     assert res["summary"]["bad"]["2"]["hd95"]["n_substituted"] == 1
     assert res["tests"]["2"]["dice"]["n_common"] == 3 and res["tests"]["2"]["dice"]["n_dropped"] == 1
+
+
+def test_direction_follows_the_signed_ranks_and_a_disagreeing_mean_is_said(tmp_path):
+    """A beats B by 0.01 on 19 cases and loses by 0.5 on one: the Wilcoxon test rejects in A's favour while the mean
+    difference favours B. The report must not call B better (a review found it did)."""
+    cases = [f"c{i:02d}" for i in range(20)]
+    b = np.full(20, 0.70)
+    a = b + 0.01
+    a[7] = b[7] - 0.5
+    dice_runs(tmp_path / "bench", "net_a", a[None], cases)
+    dice_runs(tmp_path / "bench", "net_b", b[None], cases)
+    res = compare_runs([tmp_path / "bench"], tmp_path / "out", metrics=("dice", "hd95"), n_boot=500)
+    (pair,) = res["tests"]["1"]["dice"]["pairs"]
+    assert pair["significant"] and pair["mean_diff"] < 0
+    assert sps.wilcoxon(a, b, alternative="greater").pvalue < 0.001  # the ranks favour A
+    d = np.round(a - b, 6)
+    assert pair["signed_rank_sum"] == pytest.approx(np.sum(np.sign(d) * sps.rankdata(np.abs(d))), abs=TOL)
+    assert pair["signed_rank_sum"] > 0
+    assert pair["better"] == "net_a" and pair["mean_agrees"] is False
+    hd = res["tests"]["1"]["hd95"]["pairs"][0]  # HD95 = 10 (1 - Dice): lower is better, same verdict
+    assert hd["better"] == "net_a" and hd["mean_agrees"] is False
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "net_b is better" not in report and "net_a is better" not in report
+    assert "no single winner: the signed ranks favour net_a, the mean difference favours net_b" in report
+    assert "Neither is better overall" in report
+
+
+def test_agreeing_directions_keep_the_plain_verdict(tmp_path):
+    cases = [f"c{i:02d}" for i in range(20)]
+    b = np.linspace(0.5, 0.7, 20)
+    dice_runs(tmp_path / "bench", "net_a", (b - 0.02)[None], cases)
+    dice_runs(tmp_path / "bench", "net_b", b[None], cases)
+    res = compare_runs([tmp_path / "bench"], tmp_path / "out", metrics=("dice",), n_boot=500)
+    (pair,) = res["tests"]["1"]["dice"]["pairs"]
+    assert pair["better"] == "net_b" and pair["mean_agrees"] and pair["significant"]
+    assert "net_b is better than net_a on dice" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_report_counts_cases_undefined_in_every_seed(tmp_path):
+    cases = [f"c{i:02d}" for i in range(6)]
+    a = np.array([[0.8, 0.7, np.nan, 0.6, 0.9, 0.5]] * 2)  # c02 both empty in both seeds
+    dice_runs(tmp_path / "bench", "net_a", a, cases)
+    dice_runs(tmp_path / "bench", "net_b", np.full((2, 6), 0.6), cases)
+    res = compare_runs([tmp_path / "bench"], tmp_path / "out", metrics=("dice",), n_boot=200, plots=False)
+    assert res["summary"]["net_a"]["1"]["dice"]["n_nan"] == 1
+    assert "Cases undefined in every seed and left out (e.g. Dice with both masks empty): net_a dice: 1." in (
+        tmp_path / "out" / "report.md").read_text()

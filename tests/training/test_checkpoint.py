@@ -122,3 +122,31 @@ def test_rng_state_survives_checkpoint_with_weights_only(tmp_path):
     _draws()
     restore_rng_state(load_checkpoint(path, weights_only=True)["rng"])
     assert _draws() == first
+
+
+def test_git_commit_says_dirty_when_tracked_files_changed(tmp_path):
+    import shutil
+    import subprocess
+
+    from mambaseg.training.trainer import _git_commit
+
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    (repo / "pkg").mkdir(parents=True)
+    (repo / "pkg" / "a.py").write_text("x = 1\n")
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t",
+           "HOME": str(tmp_path), "PATH": __import__("os").environ["PATH"]}
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "one"]):
+        subprocess.run(["git", *cmd], cwd=repo, check=True, env=env)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True,
+                          env=env).stdout.strip()
+    assert _git_commit(repo / "pkg") == head
+    (repo / "pkg" / "new.py").write_text("untracked files do not count\n")
+    assert _git_commit(repo / "pkg") == head
+    (repo / "pkg" / "a.py").write_text("x = 2\n")
+    assert _git_commit(repo / "pkg") == f"{head} (dirty)"
+    (tmp_path / "plain").mkdir()
+    outside = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path / "plain", capture_output=True, env=env)
+    if outside.returncode != 0:  # the temporary folder is not inside some other checkout
+        assert _git_commit(tmp_path / "plain") is None

@@ -40,7 +40,7 @@ def run_compare_command(args: argparse.Namespace, argv: list[str] | None = None)
         argv: the command line for the report header (default: ``sys.argv``).
     """
     from ..study.compare import compare_runs
-    from ..study.report import format_summary_table
+    from ..study.report import format_summary_table, verdict
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     command = shlex.join(["mambaseg"] + list(sys.argv[1:] if argv is None else argv))
@@ -57,10 +57,8 @@ def run_compare_command(args: argparse.Namespace, argv: list[str] | None = None)
     print(format_summary_table(res))
     t = res["tests"][cls][res["primary_metric"]]
     for p in t["pairs"]:
-        verdict = (f"significant at {res['alpha']} after Holm ({p['better']} better)" if p["significant"]
-                   else "not distinguishable")
         print(f"{p['model_a']} vs {p['model_b']}: mean diff {p['mean_diff']:.4f} "
-              f"[{p['ci_low']:.4f}, {p['ci_high']:.4f}], p Holm {p['pvalue_holm']:.4g}: {verdict}")
+              f"[{p['ci_low']:.4f}, {p['ci_high']:.4f}], p Holm {p['pvalue_holm']:.4g}: {verdict(p, res['alpha'])}")
     if t["note"]:
         print(f"no paired test: {t['note']}")
     print(f"report: {args.out}/report.md (and compare.json, summary.csv, per_case.csv)")

@@ -86,6 +86,9 @@ class WilcoxonResult(NamedTuple):
         mean_diff: Mean of ``a - b``.
         median_diff: Median of ``a - b``.
         alternative: ``"two-sided"``, ``"greater"`` (a > b) or ``"less"``.
+        signed_rank_sum: ``W+ - W-``, the sum of the signed ranks of the non-zero differences: positive when the
+            ranks favour larger ``a``. It gives the direction the test rejects in; the mean difference can point
+            the other way (many small differences one way, a few large ones the other).
     """
 
     statistic: float
@@ -95,6 +98,7 @@ class WilcoxonResult(NamedTuple):
     mean_diff: float
     median_diff: float
     alternative: str
+    signed_rank_sum: float = 0.0
 
 
 class FriedmanResult(NamedTuple):
@@ -239,8 +243,11 @@ def paired_wilcoxon(
     if n_nonzero == 0:
         return WilcoxonResult(0.0, 1.0, int(d.size), 0, mean_diff, median_diff, alternative)
     res = sps.wilcoxon(d, zero_method="wilcox", correction=False, alternative=alternative, method="auto")
+    nz = d[d != 0]
+    signed_rank_sum = float(np.sum(np.sign(nz) * sps.rankdata(np.abs(nz))))
     return WilcoxonResult(
-        float(res.statistic), float(res.pvalue), int(d.size), n_nonzero, mean_diff, median_diff, alternative
+        float(res.statistic), float(res.pvalue), int(d.size), n_nonzero, mean_diff, median_diff, alternative,
+        signed_rank_sum,
     )
 
 

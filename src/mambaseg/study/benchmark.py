@@ -457,11 +457,12 @@ def _open_record(out: Path, protocol: dict[str, Any], split: dict[str, Any], mod
     if not diff and stored_split is not None and stored_split["splits"] != split["splits"]:
         diff.append(f"split (the cases of {protocol['dataset']} differ from {out / 'split.json'})")
     if diff:
-        details = "; ".join(f"{k}: recorded {old.get(k)!r}, now {protocol.get(k)!r}" for k in diff if k in protocol
-                            or k in old)
-        raise ValueError(f"{path} records a different protocol ({', '.join(diff)}{': ' + details if details else ''})"
-                         f"; a benchmark can only be continued with the same protocol, adding models or seeds. "
-                         f"Use another output folder.")
+        recorded_kwargs = record.get("model_kwargs", {})
+        details = [f"{k}: recorded {old.get(k)!r}, now {protocol.get(k)!r}" if k in protocol or k in old else
+                   f"{k}: recorded {recorded_kwargs.get(k[13:-1], {})!r}, now {model_kwargs.get(k[13:-1], {})!r}"
+                   if k.startswith("model_kwargs[") else k for k in diff]
+        raise ValueError(f"{path} records a different protocol ({'; '.join(details)}); a benchmark can only be "
+                         f"continued with the same protocol, adding models or seeds. Use another output folder.")
     return record
 
 

@@ -267,7 +267,8 @@ def _pair_result(a: np.ndarray, b: np.ndarray, names: tuple[str, str], alpha: fl
     ci = paired_bootstrap_mean_diff_ci(a, b, n_resamples=n_boot, confidence=1 - alpha, seed=seed)
     return {"model_a": names[0], "model_b": names[1], "n": int(a.size), "mean_diff": w.mean_diff,
             "median_diff": w.median_diff, "ci_low": ci.low, "ci_high": ci.high, "ci_level": 1 - alpha,
-            "statistic": w.statistic, "pvalue": w.pvalue, "n_nonzero": w.n_nonzero}
+            "statistic": w.statistic, "pvalue": w.pvalue, "n_nonzero": w.n_nonzero,
+            "signed_rank_sum": w.signed_rank_sum}
 
 
 def paired_statistics(case_values: dict[str, dict[str, float]], metric: str, alpha: float = 0.05,
@@ -284,7 +285,8 @@ def paired_statistics(case_values: dict[str, dict[str, float]], metric: str, alp
     Returns:
         JSON-able dict: ``models``, ``cases`` (the common cases, sorted), ``n_common``, ``n_dropped``,
         ``higher_is_better``, ``friedman`` (>= 3 models) with ``average_ranks`` and ``nemenyi_cd``, ``pairs``
-        (each with ``pvalue_holm`` and ``significant``), ``note`` when tests could not run.
+        (each with ``pvalue_holm``, ``significant``, ``better``: the model the signed ranks favour, and
+        ``mean_agrees``: whether the mean difference favours it too), ``note`` when tests could not run.
     """
     models = list(case_values)
     higher = metric not in DISTANCE_METRICS
@@ -315,8 +317,14 @@ def paired_statistics(case_values: dict[str, dict[str, float]], metric: str, alp
     for row, p_adj in zip(rows, holm([r["pvalue"] for r in rows])):
         row["pvalue_holm"] = float(p_adj)
         row["significant"] = bool(gate and p_adj <= alpha)
-        better = row["mean_diff"] > 0 if higher else row["mean_diff"] < 0
-        row["better"] = row["model_a"] if better else row["model_b"]
+        # "better" is the side the signed-rank test points to (the test whose p is reported); the mean difference
+        # can point the other way when a few large differences outweigh many small ones: flagged, and said
+        toward_a = row["signed_rank_sum"] > 0 if higher else row["signed_rank_sum"] < 0
+        mean_toward_a = row["mean_diff"] > 0 if higher else row["mean_diff"] < 0
+        if row["signed_rank_sum"] == 0:
+            toward_a = mean_toward_a
+        row["better"] = row["model_a"] if toward_a else row["model_b"]
+        row["mean_agrees"] = bool(toward_a == mean_toward_a or row["mean_diff"] == 0)
     out["pairs"] = rows
     return out
 

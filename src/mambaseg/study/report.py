@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..evaluation.metrics import DISTANCE_METRICS
+from .compare import MEAN_CLASS
 
 __all__ = ["format_summary_table", "interpretation", "render_report", "write_report"]
 
@@ -63,7 +64,24 @@ def format_summary_table(res: dict[str, Any], cls: str | None = None) -> str:
         cells += [f"{_num(s[m]['median'], m)} / {_num(s[m]['std'], m)} / {_num(s[m]['seed_std'], m)}"
                   for m in res["metrics"]]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += _empty_case_notes(res, cls)
     return "\n".join(lines)
+
+
+def _empty_case_notes(res: dict[str, Any], cls: str) -> list[str]:
+    """Lines that count the cases behind the means that are not plain values (DESIGN.md: aggregates say so)."""
+    classes = [cls] if cls != MEAN_CLASS else sorted(
+        {c for model in res["models"] for c in res["summary"][model] if c != MEAN_CLASS})
+    out = []
+    for key, what in (("n_nan", "Cases undefined in every seed and left out (e.g. Dice with both masks empty)"),
+                      ("n_substituted", "Case-seed distances replaced by the image diagonal (a mask was empty: a "
+                                        "miss counts as the worst distance)")):
+        counts = [f"{model} {m}{'' if len(classes) == 1 else f' (class {c})'}: {res['summary'][model][c][m][key]}"
+                  for model in res["models"] for c in classes for m in res["metrics"]
+                  if res["summary"][model].get(c, {}).get(m, {}).get(key)]
+        if counts:
+            out.append(f"\n{what}: {'; '.join(counts)}.")
+    return out
 
 
 def _efficiency_table(res: dict[str, Any]) -> str:
@@ -82,10 +100,15 @@ def _efficiency_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _verdict(pair: dict[str, Any], alpha: float) -> str:
-    if pair["significant"]:
-        return f"significant at {alpha} after Holm ({pair['better']} better)"
-    return "not distinguishable"
+def verdict(pair: dict[str, Any], alpha: float) -> str:
+    """One pair's verdict in words (report tables and the CLI)."""
+    if not pair["significant"]:
+        return "not distinguishable"
+    if not pair.get("mean_agrees", True):
+        other = pair["model_b"] if pair["better"] == pair["model_a"] else pair["model_a"]
+        return (f"significant at {alpha} after Holm, no single winner: the signed ranks favour {pair['better']}, "
+                f"the mean difference favours {other}")
+    return f"significant at {alpha} after Holm ({pair['better']} better)"
 
 
 def _test_section(res: dict[str, Any], cls: str, metric: str) -> list[str]:
@@ -108,7 +131,7 @@ def _test_section(res: dict[str, Any], cls: str, metric: str) -> list[str]:
     for p in t["pairs"]:
         out.append(f"| {p['model_a']} | {p['model_b']} | {p['n']} | {_num(p['mean_diff'], metric)} "
                    f"[{_num(p['ci_low'], metric)}, {_num(p['ci_high'], metric)}] | {_num(p['median_diff'], metric)} "
-                   f"| {_p(p['pvalue'])} | {_p(p['pvalue_holm'])} | {_verdict(p, res['alpha'])} |")
+                   f"| {_p(p['pvalue'])} | {_p(p['pvalue_holm'])} | {verdict(p, res['alpha'])} |")
     return out + [""]
 
 
@@ -128,6 +151,14 @@ def interpretation(res: dict[str, Any]) -> list[str]:
             lo, hi = sorted((sign * p["ci_low"], sign * p["ci_high"]))
             d = (f"mean difference {a} - {b} = {_num(sign * p['mean_diff'], metric)} [{_num(lo, metric)}, "
                  f"{_num(hi, metric)}], p Holm = {_p(p['pvalue_holm'])}")
+            if p["significant"] and not p.get("mean_agrees", True):
+                blo, bhi = sorted((-sign * p["ci_low"], -sign * p["ci_high"]))
+                out.append(f"- {a} and {b} differ on {metric} (Wilcoxon, p Holm = {_p(p['pvalue_holm'])}), but not "
+                           f"in one direction: the signed ranks favour {a} (most cases), while the mean difference "
+                           f"{b} - {a} = {_num(-sign * p['mean_diff'], metric)} [{_num(blo, metric)}, "
+                           f"{_num(bhi, metric)}] favours {b} (a few large differences). Neither is better overall; "
+                           f"look at the per-case plot before choosing.")
+                continue
             if p["significant"]:
                 out.append(f"- {a} is better than {b} on {metric} ({d}): significant at {alpha} after Holm. "
                            "Whether a difference of this size matters in practice is not a statistical question.")

@@ -498,9 +498,26 @@ class _SigintFlag:
 
 # ------------------------------------------------------------------------------------------------ run folder
 def _git_commit(start: Path) -> str | None:
-    """Commit of the checkout holding ``start`` (read from ``.git``; ``git rev-parse HEAD`` as a fallback)."""
+    """Commit of the checkout holding ``start``, with `` (dirty)`` appended when it has uncommitted changes to
+    tracked files (the convention of ``benchmarks/_machine.py``). None outside a git checkout."""
     import subprocess
 
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "--no-optional-locks", *args], cwd=start, capture_output=True, text=True,
+                                 timeout=10, check=False)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = _read_git_head(start) or git("rev-parse", "HEAD")
+    if not commit:
+        return None
+    return commit + (" (dirty)" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def _read_git_head(start: Path) -> str | None:
+    """HEAD's commit read from the ``.git`` folder above ``start`` (no git executable needed)."""
     for d in [start, *start.parents]:
         git = d / ".git"
         if git.is_dir():
@@ -518,15 +535,10 @@ def _git_commit(start: Path) -> str | None:
                             return line.split()[0]
             except OSError:
                 pass
-            break
+            return None
         if git.is_file():
-            break
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=10,
-                             check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+            return None
+    return None
 
 
 #: Logged when a 3D model trains on the CPU under the system allocator (measured side by side in
