@@ -104,6 +104,9 @@ def test_missing_and_extra_predictions(folders):
     with pytest.raises(FileNotFoundError, match="no prediction in .* has a reference"):
         evaluate_folders(pred, ref, labels=[1], all_references=False)
     _write(np.zeros((3, 6, 6)), pred / "c.nii.gz")
+    (pred.parent / "taken").write_text("")
+    with pytest.raises(ValueError, match="taken is a file: give a folder"):
+        evaluate_folders(pred, ref, labels=[1], out=pred.parent / "taken")
     _write(np.zeros((3, 6, 6)), pred / "a.nii.gz")
     _write(np.zeros((3, 6, 6)), pred / "b.nii.gz")
     with pytest.warns(UserWarning, match="zzz.nii.gz"):

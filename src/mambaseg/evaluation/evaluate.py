@@ -181,13 +181,16 @@ def evaluate_folders(pred_dir: PathLike, ref_dir: PathLike, labels: LabelSpec | 
 
     Raises:
         FileNotFoundError: missing folders or predictions (all listed).
-        ValueError: shape or spacing mismatch of a pair (names both files), non-integer label maps, no labels.
+        ValueError: shape or spacing mismatch of a pair (names both files), non-integer label maps, no labels,
+            ``out`` is a file.
     """
     from tqdm import tqdm
 
     from .. import __version__
 
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
+    if out is not None and Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"output {out} is a file: give a folder for cases.csv and summary.json")
     pairs, extra = pair_files(pred_dir, ref_dir, all_references=all_references)
     if extra:
         warnings.warn(f"{len(extra)} prediction(s) in {pred_dir} have no reference and are ignored: "
