@@ -329,3 +329,19 @@ def test_report_counts_cases_undefined_in_every_seed(tmp_path):
     assert res["summary"]["net_a"]["1"]["dice"]["n_nan"] == 1
     assert "Cases undefined in every seed and left out (e.g. Dice with both masks empty): net_a dice: 1." in (
         tmp_path / "out" / "report.md").read_text()
+
+
+def test_pareto_plot_draws_each_models_ci(tmp_path, monkeypatch):
+    from mambaseg.study import plots
+
+    made = []
+    real = plots._figure
+    monkeypatch.setattr(plots, "_figure", lambda w, h: made.append(real(w, h)) or made[-1])
+    plots.pareto_plot({"a": (1e9, 0.80), "b": (2e9, 0.81)}, ["a", "b"], tmp_path / "p.png", "FLOPs", "Dice",
+                      {"a": (0.70, 0.85), "b": (None, None)})
+    assert is_png(tmp_path / "p.png")
+    (ax,) = made[0].axes
+    bars = [c for c in ax.containers if type(c).__name__ == "ErrorbarContainer"]
+    assert len(bars) == 1  # b has no CI: no bar
+    (segment,) = bars[0].lines[2][0].get_segments()
+    assert segment[:, 1].tolist() == pytest.approx([0.70, 0.85])

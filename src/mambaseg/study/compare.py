@@ -522,8 +522,11 @@ def compare_runs(paths: Sequence[PathLike] | PathLike, out: PathLike, metrics: S
 
         box_values = {m: [v for (mm, cc, _), v in sorted(seed_averaged[score_metric].items())
                           if mm == m and cc == primary_class and not math.isnan(v)] for m in models}
+        score_ci = {m: (summary[m][primary_class][score_metric]["ci_low"],
+                        summary[m][primary_class][score_metric]["ci_high"]) for m in models
+                    if primary_class in summary[m] and score_metric in summary[m][primary_class]}
         images = write_plots(out_dir, box_values, score_metric, primary_class, pareto,
-                             tests[primary_class][primary_metric])
+                             tests[primary_class][primary_metric], score_ci)
     result["images"] = images
     from .report import write_report
 

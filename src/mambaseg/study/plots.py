@@ -54,7 +54,7 @@ def score_boxplot(values: dict[str, Sequence[float]], path: Path, ylabel: str) -
 
 
 def pareto_plot(points: dict[str, Sequence[float]], front: Sequence[str], path: Path, xlabel: str,
-                ylabel: str) -> None:
+                ylabel: str, intervals: dict[str, Sequence[float | None]] | None = None) -> None:
     """Score against cost, one labelled point per model, the Pareto front as a step line.
 
     Args:
@@ -62,11 +62,17 @@ def pareto_plot(points: dict[str, Sequence[float]], front: Sequence[str], path: 
         front: models on the front, sorted by cost.
         path: PNG file to write.
         xlabel, ylabel: axis labels (the x axis is logarithmic when every cost is positive).
+        intervals: ``{model: (low, high)}`` of the score (its CI), drawn as vertical bars so that a difference the
+            tests cannot tell apart does not look large on an axis zoomed to the points.
     """
     fig = _figure(5.5, 4.0)
     ax = fig.add_subplot()
     for m, (c, s) in points.items():
         on = m in front
+        lo, hi = (intervals or {}).get(m, (None, None))
+        if lo is not None and hi is not None:
+            ax.errorbar([c], [s], yerr=[[s - lo], [hi - s]], fmt="none", ecolor="tab:gray", elinewidth=1,
+                        capsize=3, zorder=2)
         ax.scatter([c], [s], s=40, color="tab:red" if on else "tab:gray", zorder=3)
         ax.annotate(m, (c, s), textcoords="offset points", xytext=(4, 4), fontsize=8)
     if front:
@@ -127,8 +133,9 @@ def cd_diagram(ranks: dict[str, float], cd: float, path: Path, title: str = "") 
 
 
 def write_plots(out_dir: Path, box_values: dict[str, Sequence[float]], score_metric: str, score_class: str,
-                pareto: dict[str, Any], primary_test: dict[str, Any]) -> dict[str, str | None]:
-    """Write every plot that the data allow.
+                pareto: dict[str, Any], primary_test: dict[str, Any],
+                score_ci: dict[str, Sequence[float | None]] | None = None) -> dict[str, str | None]:
+    """Write every plot that the data allow (``score_ci``: ``{model: (low, high)}`` bars on the Pareto plots).
 
     Returns:
         ``{"dice_box", "pareto_flops", "pareto_latency", "cd_diagram"}`` -> file name, or None with the reason in
@@ -145,7 +152,8 @@ def write_plots(out_dir: Path, box_values: dict[str, Sequence[float]], score_met
                                ("latency_ms", "pareto_latency", "latency (ms)")):
         pts = pareto.get(cost, {}).get("points", {})
         if pts:
-            pareto_plot(pts, pareto[cost]["front"], out_dir / f"{name}.png", xlabel, f"mean {score_metric}")
+            pareto_plot(pts, pareto[cost]["front"], out_dir / f"{name}.png", xlabel,
+                        f"mean {score_metric} (bars: CI)" if score_ci else f"mean {score_metric}", score_ci)
             images[name] = f"{name}.png"
         else:
             images[name], images[f"{name}_note"] = None, f"no {cost} in any efficiency.json"
