@@ -325,10 +325,13 @@ def test_report_counts_cases_undefined_in_every_seed(tmp_path):
     a = np.array([[0.8, 0.7, np.nan, 0.6, 0.9, 0.5]] * 2)  # c02 both empty in both seeds
     dice_runs(tmp_path / "bench", "net_a", a, cases)
     dice_runs(tmp_path / "bench", "net_b", np.full((2, 6), 0.6), cases)
+    for run in (tmp_path / "bench" / "runs").glob("*/*"):  # what evaluate_folders records with the cases
+        (run / "evaluation" / "summary.json").write_text(json.dumps({"provenance": {"nsd_tolerance_mm": 2.0}}))
     res = compare_runs([tmp_path / "bench"], tmp_path / "out", metrics=("dice",), n_boot=200, plots=False)
     assert res["summary"]["net_a"]["1"]["dice"]["n_nan"] == 1
-    assert "Cases undefined in every seed and left out (e.g. Dice with both masks empty): net_a dice: 1." in (
-        tmp_path / "out" / "report.md").read_text()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Cases undefined in every seed and left out (e.g. Dice with both masks empty): net_a dice: 1." in report
+    assert "NSD tolerance of these runs: 2.0 mm (4 run(s))." in report
 
 
 def test_pareto_plot_draws_each_models_ci(tmp_path, monkeypatch):

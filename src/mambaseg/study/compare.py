@@ -28,6 +28,11 @@ Conventions:
   each with a paired bootstrap CI (level ``1 - alpha``, not adjusted); a pair is called *significant* only when the
   Friedman test rejects at ``alpha`` and its Holm-adjusted p-value is ``<= alpha``. No correction is made across
   metrics or classes: the first metric on "mean over classes" (or the only class) is the primary comparison.
+  A significant pair's winner (``better``) is the model its signed ranks favour (W+ - W-); when the mean difference
+  favours the other one, ``mean_agrees`` is False and the report names no single winner.
+* **Metrics** are those of ``mambaseg evaluate`` (:mod:`mambaseg.evaluation.metrics`): HD95 is the larger of the
+  two directed 95th percentiles of the boundary distances (linear interpolation, as MONAI and MetricsReloaded);
+  NSD counts boundary points within a tolerance in mm, which each run's ``evaluation/summary.json`` records.
 """
 
 from __future__ import annotations
@@ -401,15 +406,20 @@ def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str
 
 
 def _provenance(found: dict[str, Any]) -> dict[str, Any]:
-    commits, versions = {}, {}
+    commits, versions, nsd_tolerances = {}, {}, {}
     for run in found["finished"]:
         env_path = Path(run["path"]) / "environment.json"
         if env_path.is_file():
             env = _read_json(env_path)
             commits.setdefault(str(env.get("git_commit")), []).append(run["path"])
             versions.setdefault(str(env.get("mambaseg")), []).append(run["path"])
+        summary_path = Path(run["path"]) / "evaluation" / "summary.json"
+        if summary_path.is_file():
+            tol = (_read_json(summary_path).get("provenance") or {}).get("nsd_tolerance_mm")
+            nsd_tolerances.setdefault(str(tol), []).append(run["path"])
     return {"benchmarks": found["benchmarks"], "git_commits": {k: len(v) for k, v in commits.items()},
-            "mambaseg_versions": {k: len(v) for k, v in versions.items()}}
+            "mambaseg_versions": {k: len(v) for k, v in versions.items()},
+            "nsd_tolerance_mm": {k: len(v) for k, v in nsd_tolerances.items()}}
 
 
 def compare_runs(paths: Sequence[PathLike] | PathLike, out: PathLike, metrics: Sequence[str] = ("dice", "hd95", "nsd"),

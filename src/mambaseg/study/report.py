@@ -294,8 +294,12 @@ def render_report(res: dict[str, Any]) -> str:
             lines += [f"![{caption}]({img})", ""]
         elif name in res["images"]:
             lines += [f"- {caption}: not drawn ({res['images'].get(name + '_note')})", ""]
+    tolerances = {k: n for k, n in res["provenance"].get("nsd_tolerance_mm", {}).items() if k != "None"}
     lines += ["## What the statistics do and do not support", "", *interpretation(res), "", "## Conventions", "",
               res["conventions"], ""]
+    if tolerances:
+        lines += ["NSD tolerance of these runs: " + ", ".join(f"{k} mm ({n} run(s))" for k, n in tolerances.items())
+                  + ".", ""]
     return "\n".join(lines)
 
 
