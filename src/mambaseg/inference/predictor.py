@@ -155,10 +155,9 @@ def run_split_files(run_dir: PathLike, split: str = "test") -> dict[str, list[Pa
         ValueError: ``split`` is not in the run's splits.json (runs trained before the ``test`` list was recorded),
             or names no case, or a case is in neither images folder.
     """
-    import yaml
-
     from ..data.nnunet_raw import RawDataset
     from ..data.splits import load_splits
+    from ..training.trainer import recorded_dataset
 
     run = Path(run_dir)
     splits_path, cfg_path = run / "splits.json", run / "config.yaml"
@@ -175,9 +174,7 @@ def run_split_files(run_dir: PathLike, split: str = "test") -> dict[str, list[Pa
     cases = list(splits[split])
     if not cases:
         raise ValueError(f"{splits_path}: the run's {split!r} split is empty (split: {splits.get('source', '?')})")
-    data = splits.get("dataset")
-    if not data or not Path(data).is_dir():
-        data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data")
+    data = recorded_dataset(run)
     if not data or not Path(data).is_dir():
         raise FileNotFoundError(f"the run's dataset {data!r} (splits.json 'dataset', config.yaml 'data') is not a "
                                 f"folder here; pass the images instead")

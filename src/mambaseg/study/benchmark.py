@@ -457,10 +457,15 @@ def _open_record(out: Path, protocol: dict[str, Any], split: dict[str, Any], mod
     if not diff and stored_split is not None and stored_split["splits"] != split["splits"]:
         diff.append(f"split (the cases of {protocol['dataset']} differ from {out / 'split.json'})")
     if diff:
-        recorded_kwargs = record.get("model_kwargs", {})
-        details = [f"{k}: recorded {old.get(k)!r}, now {protocol.get(k)!r}" if k in protocol or k in old else
-                   f"{k}: recorded {recorded_kwargs.get(k[13:-1], {})!r}, now {model_kwargs.get(k[13:-1], {})!r}"
-                   if k.startswith("model_kwargs[") else k for k in diff]
+        def detail(key: str) -> str:
+            if key in protocol or key in old:
+                return f"{key}: recorded {old.get(key)!r}, now {protocol.get(key)!r}"
+            if key.startswith("model_kwargs["):
+                m = key[len("model_kwargs["):-1]
+                return f"{key}: recorded {record.get('model_kwargs', {}).get(m, {})!r}, now {model_kwargs.get(m, {})!r}"
+            return key
+
+        details = [detail(k) for k in diff]
         raise ValueError(f"{path} records a different protocol ({'; '.join(details)}); a benchmark can only be "
                          f"continued with the same protocol, adding models or seeds. Use another output folder.")
     return record

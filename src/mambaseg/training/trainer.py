@@ -27,8 +27,7 @@ iterations that stopped after ``N`` (Ctrl-C, a crash, a killed job) and is resum
 uninterrupted ``T``-iteration run (bitwise on CPU with ``num_workers=0``; GPU kernels may not be deterministic).
 Resuming a finished run with a larger ``iterations`` continues training with the schedule stretched to the new end,
 but its first iterations followed the schedule of the first budget, so the result differs from one run of the
-larger budget. A time budget is resumable but not
-reproducible (it depends on the clock).
+larger budget. A time budget is resumable but not reproducible (it depends on the clock).
 """
 
 from __future__ import annotations
@@ -252,22 +251,34 @@ def _build_model(cfg: TrainConfig, plan) -> torch.nn.Module:
     return create_model_for_plan(cfg.model, plan, cfg.model_kwargs, cfg.deep_supervision)
 
 
-def _check_same_data(run_dir: Path, raw) -> None:
-    """A resumed run must continue on the dataset it was trained on.
-
-    The run's ``splits.json`` records the dataset's absolute path (older runs: ``config.yaml``'s ``data``, resolved
-    here). Another dataset folder that exists is refused unless its ``dataset.json`` is the same (a copy); a
-    recorded folder that no longer exists (the dataset was moved) is accepted with a warning. The cached cases
-    are keyed on their source files, so a moved or copied dataset is read again, not mixed up.
+def recorded_dataset(run_dir: str | Path) -> str | None:
+    """The dataset folder a run was trained on: ``splits.json``'s ``dataset`` (absolute), else ``config.yaml``'s
+    ``data`` (as typed; runs written before the absolute path was recorded). The first that is a folder here wins;
+    if neither is, the first recorded one (a moved dataset); None when the run files record none or are unreadable.
     """
     import yaml
 
-    try:
-        before = json.loads((run_dir / "splits.json").read_text()).get("dataset")
-        if before is None:
-            before = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("data")
-    except (OSError, ValueError, AttributeError, yaml.YAMLError):
-        return  # unreadable run files: the checkpoint's model check still applies
+    run_dir = Path(run_dir)
+    recorded = []
+    for read in (lambda: json.loads((run_dir / "splits.json").read_text()).get("dataset"),
+                 lambda: (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("data")):
+        try:
+            value = read()
+        except (OSError, ValueError, AttributeError, yaml.YAMLError):
+            continue
+        if value:
+            recorded.append(str(value))
+    return next((d for d in recorded if Path(d).is_dir()), recorded[0] if recorded else None)
+
+
+def _check_same_data(run_dir: Path, raw) -> None:
+    """A resumed run must continue on the dataset it was trained on (:func:`recorded_dataset`).
+
+    Another dataset folder that exists is refused unless its ``dataset.json`` is the same (a copy); a recorded
+    folder that no longer exists (the dataset was moved) is accepted with a warning. The cached cases are keyed on
+    their source files, so a moved or copied dataset is read again, not mixed up.
+    """
+    before = recorded_dataset(run_dir)
     if not before or Path(before).resolve() == raw.path.resolve():
         return
     old = Path(before)
